@@ -1,0 +1,135 @@
+"""Synthetic tumor masks: deformed ellipsoids sized in millimetres, centred inside the eroded organ, clipped to it.
+
+All arrays are 3-D in the crop's voxel order (the plan's axis order); ``spacing`` gives the voxel size in mm along
+those axes (nnU-Net's ``configuration_manager.spacing``), so the same config draws the same physical tumor sizes on
+any plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt, gaussian_filter, zoom
+
+from nnunet_freetumor.config import MaskConfig, SizeClass
+
+
+def choose_size_class(cfg: MaskConfig, rng: np.random.Generator) -> SizeClass:
+    w = np.array([c.weight for c in cfg.size_classes], dtype=float)
+    return cfg.size_classes[int(rng.choice(len(w), p=w / w.sum()))]
+
+
+def bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
+    """Bounding box of the True voxels of a non-empty mask, grown by ``pad`` voxels (clipped to the array)."""
+    box = []
+    for ax in range(mask.ndim):
+        nz = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        box.append(slice(max(int(nz[0]) - pad, 0), min(int(nz[-1]) + 1 + pad, mask.shape[ax])))
+    return tuple(box)
+
+
+def centre_candidates(organ: np.ndarray, spacing: Sequence[float], cfg: MaskConfig) -> np.ndarray:
+    """(N, 3) voxel indices where a tumor centre may go: the organ eroded by ``erosion_mm``, restricted along axis 0
+    to ``center_extent`` of the organ's extent. Falls back to a weaker rule when a stronger one leaves nothing."""
+    if not organ.any():
+        return np.zeros((0, 3), dtype=int)
+    box = bbox(organ)
+    sub = organ[box]
+    offset = np.array([s.start for s in box])
+    eroded = distance_transform_edt(sub, sampling=spacing) > cfg.erosion_mm
+    zs = np.nonzero(sub.any(axis=(1, 2)))[0]
+    z0, z1 = zs[0], zs[-1]
+    lo = z0 + cfg.center_extent[0] * (z1 - z0)
+    hi = z0 + cfg.center_extent[1] * (z1 - z0)
+    zsel = np.zeros(sub.shape[0], dtype=bool)
+    zsel[int(np.floor(lo)) : int(np.ceil(hi)) + 1] = True
+    for cand in (eroded & zsel[:, None, None], eroded, sub):
+        pts = np.argwhere(cand)
+        if len(pts):
+            return pts + offset
+    return np.zeros((0, 3), dtype=int)
+
+
+def deformed_ellipsoid(
+    radii_mm: Sequence[float], spacing: Sequence[float], deform_mm: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A boolean ellipsoid with semi-axes ``radii_mm`` on a voxel grid of ``spacing``, centred in an odd-sized box.
+
+    The surface is displaced by a smooth random field with standard deviation ``deform_mm`` (a 4^3 grid of Gaussian
+    control values, cubic-spline upsampled), which makes irregular, lobulated but connected shapes.
+    """
+    radii = np.asarray(radii_mm, float)
+    sp = np.asarray(spacing, float)
+    half = np.ceil((radii + 3 * deform_mm) / sp).astype(int) + 1
+    shape = tuple(2 * half + 1)
+    coords = [(np.arange(n) - h) * s for n, h, s in zip(shape, half, sp)]
+    grid = np.meshgrid(*coords, indexing="ij")
+    if deform_mm > 0:
+        control = rng.normal(0.0, deform_mm, size=(3, 4, 4, 4))
+        disp = [zoom(c, np.array(shape) / 4.0, order=3, mode="nearest", grid_mode=True) for c in control]
+        disp = [d[tuple(slice(0, n) for n in shape)] for d in disp]
+        grid = [g + d for g, d in zip(grid, disp)]
+    dist = sum((g / r) ** 2 for g, r in zip(grid, radii))
+    out = dist <= 1.0
+    out[tuple(half)] = True  # the centre voxel always belongs to the tumor
+    return out
+
+
+def paste(mask_shape: Sequence[int], shape_mask: np.ndarray, centre: Sequence[int]) -> np.ndarray:
+    """Place ``shape_mask`` (odd-sized box, centred) at voxel ``centre`` of an all-False array of ``mask_shape``."""
+    out = np.zeros(tuple(mask_shape), dtype=bool)
+    src, dst = [], []
+    for n, c, m in zip(mask_shape, centre, shape_mask.shape):
+        start = int(c) - m // 2
+        lo, hi = max(start, 0), min(start + m, n)
+        if lo >= hi:
+            return out
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = shape_mask[tuple(src)]
+    return out
+
+
+def sample_tumor_mask(
+    organ: np.ndarray,
+    spacing: Sequence[float],
+    cfg: MaskConfig,
+    rng: np.random.Generator,
+    size_class: SizeClass | None = None,
+) -> np.ndarray | None:
+    """Draw one synthetic tumor mask inside ``organ``.
+
+    organ: (X, Y, Z) bool, the healthy organ in the crop. spacing: voxel size in mm per axis. Returns a bool array of
+    the same shape (the tumor, clipped to the organ) or None when the organ has no voxel to put a centre on.
+    """
+    organ = np.asarray(organ, dtype=bool)
+    if organ.ndim != 3:
+        raise ValueError(f"organ mask must be 3-D, got shape {organ.shape}")
+    pts = centre_candidates(organ, spacing, cfg)
+    if len(pts) == 0:
+        return None
+    centre = pts[rng.integers(len(pts))]
+    cls = size_class or choose_size_class(cfg, rng)
+    radii = rng.uniform(cls.radius_mm[0], cls.radius_mm[1], size=3)
+    deform = float(rng.uniform(*cfg.deform_fraction)) * float(radii.mean())
+    shape = deformed_ellipsoid(radii, spacing, deform, rng)
+    mask = paste(organ.shape, shape, centre) & organ
+    return mask if mask.any() else None
+
+
+def soft_mask(
+    mask: np.ndarray, sigma_mm: float, spacing: Sequence[float], within: np.ndarray | None = None
+) -> np.ndarray:
+    """Blurred float32 mask (soft tumor edges, Eq. 1), optionally multiplied by ``within`` (the organ), so that
+    nothing outside the organ changes. Computed on the mask's bounding box (plus 4 sigma) only."""
+    out = np.zeros(mask.shape, dtype=np.float32)
+    if not mask.any():
+        return out
+    sig = np.asarray(sigma_mm, float) / np.asarray(spacing, float)
+    pad = int(np.ceil(4 * sig.max())) + 1
+    box = bbox(mask, pad=pad)
+    out[box] = gaussian_filter(mask[box].astype(np.float32), sigma=sig, mode="constant")
+    if within is not None:
+        out *= within
+    return out

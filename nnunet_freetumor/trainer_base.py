@@ -1,0 +1,243 @@
+"""Shared trainer machinery for every synthesis method (not a -tr name itself; see ``nnunet_freetumor/trainers``).
+
+``SyntheticTumorTrainerBase`` is nnU-Net's trainer plus:
+- the FreeTumor config (``nnunet_freetumor.config``), resolved and checked in ``initialize`` before training starts;
+- ``TumorSynthesisTransform`` inserted after SpatialTransform in the DA workers;
+- ``train_step`` that takes the mask channel off the targets (``synthesize_batch`` is the hook subclasses replace);
+- per-epoch counts (candidates / synthesized, plus whatever subclasses count) in the training log and in
+  ``freetumor_stats.json``, a PNG of synthesized crops every ``png_every`` epochs, the config saved beside the
+  checkpoints, and atomic checkpoint writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import distributed as dist
+
+from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.intensity import ct_normalizations
+from nnunet_freetumor.io import atomic_save, atomic_write_text
+from nnunet_freetumor.labels import config_for_dataset, healthy_organs
+from nnunet_freetumor.plots import Example, example_from_sample, save_montage
+from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
+
+STATS_FILENAME = "freetumor_stats.json"
+# Schedule overrides for demos and smoke tests (they do not change the results folder name: keep them out of
+# real experiments). nnU-Net's own knobs stay in nnU-Net's env vars.
+SCHEDULE_ENV = {
+    "nnUNet_freetumor_epochs": "num_epochs",
+    "nnUNet_freetumor_iters": "num_iterations_per_epoch",
+    "nnUNet_freetumor_val_iters": "num_val_iterations_per_epoch",
+}
+MAX_EXAMPLES = 6
+
+
+def apply_schedule_overrides(trainer: nnUNetTrainer, environ=os.environ) -> list[str]:
+    """Set num_epochs / iterations from the env vars in ``SCHEDULE_ENV``; returns what was changed (for the log)."""
+    changed = []
+    for var, attr in SCHEDULE_ENV.items():
+        if environ.get(var):
+            try:
+                value = int(environ[var])
+                if value < 1:
+                    raise ValueError
+            except ValueError:
+                raise FreeTumorConfigError(f"{var} must be a positive integer, got {environ[var]!r}") from None
+            setattr(trainer, attr, value)
+            changed.append(f"{attr}={value} ({var})")
+    return changed
+
+
+class SyntheticTumorTrainerBase(nnUNetTrainer):
+    """Base of the plugin's trainers. Subclasses set ``synthesis_mode`` and may override ``synthesize_batch``."""
+
+    synthesis_mode = "mask"  # 'handcrafted': synthesis in the DA workers; 'mask': on the device in train_step
+    config_overrides: dict = {}  # ablation subclasses change config fields here (e.g. {"gate_threshold": 0.5})
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.schedule_overrides = apply_schedule_overrides(self)
+        self.freetumor_config: FreeTumorConfig | None = None
+        self.freetumor_config_source = ""
+        self.normalizations = ()
+        self._epoch_counts: dict[str, float] = {}
+        self._examples: list[Example] = []
+
+    # --- set-up ---------------------------------------------------------------------------------------------------
+    def initialize(self):
+        self._setup_freetumor()  # fail before building networks and workers
+        super().initialize()
+
+    def _setup_freetumor(self) -> None:
+        if self.label_manager.has_regions:
+            raise FreeTumorConfigError(
+                "region-based training (dataset.json labels as lists) is not supported by the FreeTumor trainers: "
+                "synthetic tumors get integer tumor labels. Train on integer labels instead."
+            )
+        cfg, source = config_for_dataset(self.dataset_json, self.preprocessed_dataset_folder_base)
+        if self.config_overrides:
+            cfg = cfg.replace(**self.config_overrides)
+        self.freetumor_config, self.freetumor_config_source = cfg, source
+        self.normalizations = ct_normalizations(self.plans_manager.plans, self.configuration_name)
+        if self.configuration_manager.patch_size is not None and len(self.configuration_manager.patch_size) != 3:
+            raise FreeTumorConfigError(
+                f"configuration {self.configuration_name!r} is 2-D; tumor synthesis needs a 3-D configuration "
+                "(3d_fullres, 3d_lowres, 3d_cascade_fullres)."
+            )
+        pairs = ", ".join(f"{p.name or p.organ} {p.organ}->{p.tumor}" for p in cfg.pairs)
+        self.print_to_log_file(
+            f"FreeTumor: {type(self).__name__}, config from {source}; organ->tumor: {pairs}; "
+            f"p_synthesis={cfg.p_synthesis}"
+        )
+        if self.schedule_overrides:
+            self.print_to_log_file(
+                "FreeTumor: schedule overridden by environment: " + ", ".join(self.schedule_overrides)
+            )
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:
+            self.freetumor_config.save(Path(self.output_folder, CONFIG_FILENAME))
+
+    # --- DA pipeline ----------------------------------------------------------------------------------------------
+    def get_training_transforms(
+        self,
+        patch_size,
+        rotation_for_DA,
+        deep_supervision_scales,
+        mirror_axes,
+        do_dummy_2d_data_aug,
+        use_mask_for_norm=None,
+        is_cascaded=False,
+        foreground_labels=None,
+        regions=None,
+        ignore_label=None,
+    ):
+        # nnU-Net declares this a staticmethod but calls it through self, so an instance method can see the config
+        tr = super().get_training_transforms(
+            patch_size,
+            rotation_for_DA,
+            deep_supervision_scales,
+            mirror_axes,
+            do_dummy_2d_data_aug,
+            use_mask_for_norm,
+            is_cascaded,
+            foreground_labels,
+            regions,
+            ignore_label,
+        )
+        insert_after_spatial(tr.transforms, self.make_synthesis_transform())
+        return tr
+
+    def make_synthesis_transform(self) -> TumorSynthesisTransform:
+        return TumorSynthesisTransform(
+            self.freetumor_config,
+            self.configuration_manager.spacing,
+            mode=self.synthesis_mode,
+            normalizations=self.normalizations,
+        )
+
+    # --- training step --------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict:
+        return super().train_step(self.synthesize_batch(batch))
+
+    def synthesize_batch(self, batch: dict) -> dict:
+        """Take the mask channel off the targets and count; the handcrafted tumors are already in the batch."""
+        target, masks = split_mask_channel(batch["target"])
+        labels, mask = _full_res(target), _full_res(masks)
+        synthesized = mask.flatten(1).any(1)
+        self.count(candidates=self.count_candidates(labels, mask), synthesized=int(synthesized.sum()))
+        for b in torch.nonzero(synthesized).flatten().tolist():
+            self.remember_example(batch["data"][b], mask[b, 0] > 0, "synthesized")
+        return {**batch, "target": target}
+
+    def count_candidates(self, labels: torch.Tensor, mask: torch.Tensor) -> int:
+        """Samples whose crop had a healthy organ before synthesis (labels with the synthetic tumors undone)."""
+        original = torch.where(mask > 0, mask.to(labels.dtype), labels)
+        return sum(bool(healthy_organs(original[b, 0], self.freetumor_config)) for b in range(original.shape[0]))
+
+    # --- bookkeeping ----------------------------------------------------------------------------------------------
+    def count(self, **counts: float) -> None:
+        for k, v in counts.items():
+            self._epoch_counts[k] = self._epoch_counts.get(k, 0) + v
+
+    def remember_example(
+        self, image: torch.Tensor, mask: torch.Tensor, title: str, before: torch.Tensor | None = None
+    ) -> None:
+        if self.local_rank != 0 or len(self._examples) >= MAX_EXAMPLES or not self._png_due():
+            return
+        ex = example_from_sample(image, mask, title, before)
+        if ex is not None:
+            self._examples.append(ex)
+
+    def _png_due(self) -> bool:
+        every = self.freetumor_config.png_every if self.freetumor_config else 0
+        last = self.current_epoch == self.num_epochs - 1
+        return every > 0 and (self.current_epoch % every == 0 or last)
+
+    def on_train_epoch_start(self):
+        self._epoch_counts = {"candidates": 0, "synthesized": 0}
+        self._examples = []
+        super().on_train_epoch_start()
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        counts = self._reduce_counts(self._epoch_counts)
+        self.print_to_log_file("FreeTumor: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()))
+        if self.local_rank == 0:
+            self._append_stats(counts)
+            if self._examples:
+                save_montage(
+                    self._examples,
+                    Path(self.output_folder, f"synthesis_epoch_{self.current_epoch:04d}.png"),
+                    f"{type(self).__name__} epoch {self.current_epoch}",
+                )
+
+    def _reduce_counts(self, counts: dict[str, float]) -> dict[str, float]:
+        if not self.is_ddp:
+            return dict(counts)
+        keys = sorted(counts)
+        t = torch.tensor([float(counts[k]) for k in keys], device=self.device, dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def _append_stats(self, counts: dict[str, float]) -> None:
+        path = Path(self.output_folder, STATS_FILENAME)
+        history = json.loads(path.read_text()) if path.is_file() else []
+        history = [h for h in history if h.get("epoch", -1) < self.current_epoch]  # a resumed run rewrites its epochs
+        history.append({"epoch": self.current_epoch, **{k: _jsonable(v) for k, v in counts.items()}})
+        atomic_write_text(path, json.dumps(history, indent=1) + "\n")
+
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: a killed run never leaves half a file."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        parent_save = super().save_checkpoint
+        atomic_save(filename, lambda tmp: parent_save(str(tmp)))
+
+
+def _full_res(t: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return t[0] if isinstance(t, (list, tuple)) else t
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer() else str(int(v))
+
+
+def _jsonable(v: float) -> float | int:
+    v = float(v)
+    return int(v) if v.is_integer() else (None if np.isnan(v) else v)

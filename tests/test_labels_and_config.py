@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_freetumor.config import CONFIG_ENV, FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
+from nnunet_freetumor.labels import (
+    apply_tumor_labels,
+    config_for_dataset,
+    healthy_organs,
+    infer_pairs,
+    tumor_label_lut,
+)
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        ({"background": 0, "liver": 1, "liver tumor": 2}, [(1, 2)]),
+        ({"background": 0, "Liver": 1, "Liver_Tumour": 2}, [(1, 2)]),
+        ({"background": 0, "liver": 1, "cancer": 2}, [(1, 2)]),  # MSD Task03
+        ({"background": 0, "kidney": 1, "tumor": 2}, [(1, 2)]),  # KiTS19
+        ({"background": 0, "liver": 1, "liver tumor": 2, "kidney": 3, "kidney-lesion": 4}, [(1, 2), (3, 4)]),
+        ({"background": 0, "pancreas_tumor": 5, "pancreas": 3, "spleen": 9}, [(3, 5)]),
+    ],
+)
+def test_pairs_are_inferred_from_dataset_json_names(labels, expected):
+    assert [(p.organ, p.tumor) for p in infer_pairs({"labels": labels})] == expected
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"background": 0, "liver": 1, "spleen": 2},  # no tumor label
+        {"background": 0, "liver": 1, "kidney": 2, "tumor": 3},  # bare tumor, two organs: ambiguous
+        {"background": 0, "lung tumor": 1},  # tumor without its organ
+        {"background": 0, "whole": [1, 2], "core": 2},  # regions
+    ],
+)
+def test_unmatched_labels_give_one_clear_error_naming_the_fix(labels):
+    with pytest.raises(FreeTumorConfigError, match="freetumor_config"):
+        infer_pairs({"labels": labels})
+
+
+def test_config_json_round_trip_is_verbatim(tmp_path):
+    cfg = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"), OrganTumorPair(3, 4, "kidney")), p_synthesis=0.3)
+    cfg.save(tmp_path / "c.json")
+    back = FreeTumorConfig.load(tmp_path / "c.json")
+    assert back == cfg
+    assert json.loads((tmp_path / "c.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+
+
+@pytest.mark.parametrize(
+    "change, msg",
+    [
+        ({"p_synthesis": 1.5}, "p_synthesis"),
+        ({"gate_threshold": -0.1}, "gate_threshold"),
+        ({"pairs": (OrganTumorPair(1, 1),)}, "differ"),
+        ({"pairs": ()}, "no organ"),
+    ],
+)
+def test_invalid_config_values_are_refused(change, msg):
+    base = FreeTumorConfig(pairs=(OrganTumorPair(1, 2),))
+    with pytest.raises(FreeTumorConfigError, match=msg):
+        base.replace(**change)
+
+
+def test_unknown_config_keys_are_refused(tmp_path):
+    d = FreeTumorConfig(pairs=(OrganTumorPair(1, 2),)).to_dict()
+    d["p_synthesys"] = 0.1
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(FreeTumorConfigError, match="p_synthesys"):
+        FreeTumorConfig.load(tmp_path / "c.json")
+
+
+def test_config_resolution_order_env_then_preprocessed_folder_then_inference(tmp_path):
+    ds = {"labels": {"background": 0, "liver": 1, "liver tumor": 2, "kidney": 3, "kidney tumor": 4}}
+    cfg, source = config_for_dataset(ds, tmp_path, environ={})
+    assert source == "inferred from dataset.json" and len(cfg.pairs) == 2
+    FreeTumorConfig(pairs=(OrganTumorPair(3, 4),), p_synthesis=0.2).save(tmp_path / "freetumor_config.json")
+    cfg, source = config_for_dataset(ds, tmp_path, environ={})
+    assert cfg.pairs == (OrganTumorPair(3, 4),) and source.endswith("freetumor_config.json")
+    FreeTumorConfig(pairs=(OrganTumorPair(1, 2),), p_synthesis=0.9).save(tmp_path / "env.json")
+    cfg, _ = config_for_dataset(ds, tmp_path, environ={CONFIG_ENV: str(tmp_path / "env.json")})
+    assert cfg.p_synthesis == 0.9
+    with pytest.raises(FreeTumorConfigError, match="does not exist"):
+        config_for_dataset(ds, tmp_path, environ={CONFIG_ENV: str(tmp_path / "missing.json")})
+
+
+def test_configured_label_ids_must_exist_in_dataset_json(tmp_path):
+    FreeTumorConfig(pairs=(OrganTumorPair(5, 6),)).save(tmp_path / "freetumor_config.json")
+    with pytest.raises(FreeTumorConfigError, match=r"\[5, 6\]"):
+        config_for_dataset({"labels": {"background": 0, "liver": 1, "liver tumor": 2}}, tmp_path, environ={})
+
+
+def test_only_organs_without_their_tumor_are_candidates():
+    cfg = FreeTumorConfig(pairs=(OrganTumorPair(1, 2), OrganTumorPair(3, 4)))
+    seg = np.zeros((10, 10, 10), np.int16)
+    seg[:5] = 1
+    seg[5:] = 3
+    assert healthy_organs(seg, cfg) == [1, 3]
+    seg[0, 0, 0] = 2  # one real liver-tumor voxel: the liver is not healthy in this crop
+    assert healthy_organs(seg, cfg) == [3]
+    seg[5:] = 0
+    seg[5, 0, :3] = 3  # too few kidney voxels
+    assert healthy_organs(torch.from_numpy(seg), cfg) == []
+
+
+def test_label_update_sets_tumor_labels_only_inside_accepted_masks_and_keeps_real_tumors():
+    cfg = FreeTumorConfig(pairs=(OrganTumorPair(1, 2), OrganTumorPair(3, 4)))
+    seg = torch.zeros((2, 1, 4, 4, 4), dtype=torch.int16)
+    seg[:, :, :2] = 1
+    seg[:, :, 2:] = 3
+    seg[:, :, 0, 0, 0] = 2  # a real tumor voxel
+    mask = torch.zeros_like(seg)
+    mask[:, :, 1, 1:3, 1:3] = 1
+    mask[:, :, 3, 0, 0] = 3
+    lut = torch.from_numpy(tumor_label_lut(cfg))
+    out = apply_tumor_labels(seg, mask, lut, accept=torch.tensor([True, False]))
+    assert out.dtype == seg.dtype
+    assert torch.equal(out[1], seg[1])  # rejected sample unchanged
+    assert (out[0][mask[0] == 1] == 2).all() and (out[0][mask[0] == 3] == 4).all()
+    assert out[0, 0, 0, 0, 0] == 2
+    assert torch.equal(out[0][mask[0] == 0], seg[0][mask[0] == 0])

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from nnunet_freetumor.config import DEFAULT_SIZE_CLASSES, MaskConfig
+from nnunet_freetumor.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask, soft_mask
+
+ANISO = (3.0, 1.5, 0.8)  # mm per axis, deliberately different
+
+
+def ellipsoid_organ(shape, centre, radii):
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+
+
+def extent_mm(mask, spacing):
+    idx = np.argwhere(mask)
+    return (idx.max(0) - idx.min(0) + 1) * np.asarray(spacing)
+
+
+@pytest.mark.parametrize("size_class", DEFAULT_SIZE_CLASSES, ids=lambda c: c.name)
+def test_mask_extent_in_mm_matches_its_size_class_on_anisotropic_spacing(size_class):
+    # an organ far larger than the largest tumor, with the centre kept > 60 mm (largest radius) from its boundary,
+    # so clipping never interferes
+    shape = (64, 128, 236)
+    organ = np.zeros(shape, bool)
+    organ[1:-1, 1:-1, 1:-1] = True
+    cfg = MaskConfig(deform_fraction=(0.0, 0.0), erosion_mm=61.0, center_extent=(0.0, 1.0))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        m = sample_tumor_mask(organ, ANISO, cfg, rng, size_class=size_class)
+        ext = extent_mm(m, ANISO)
+        lo, hi = 2 * size_class.radius_mm[0], 2 * size_class.radius_mm[1]
+        # every axis spans a diameter of the class, within one voxel of that axis
+        assert np.all(ext >= lo - np.array(ANISO)), (size_class.name, ext)
+        assert np.all(ext <= hi + np.array(ANISO)), (size_class.name, ext)
+
+
+def test_same_mm_config_gives_same_physical_size_on_different_spacings():
+    cfg = MaskConfig(deform_fraction=(0.0, 0.0), erosion_mm=0.0, center_extent=(0.5, 0.5))
+    cls = DEFAULT_SIZE_CLASSES[2]
+    vols = []
+    for spacing in [(1.0, 1.0, 1.0), (2.5, 0.7, 0.7)]:
+        shape = tuple(int(120 / s) for s in spacing)
+        m = sample_tumor_mask(np.ones(shape, bool), spacing, cfg, np.random.default_rng(7), size_class=cls)
+        vols.append(m.sum() * np.prod(spacing))
+    assert vols[0] == pytest.approx(vols[1], rel=0.1)
+
+
+def test_masks_stay_inside_the_organ_and_centres_avoid_its_boundary():
+    shape = (40, 80, 80)
+    organ = ellipsoid_organ(shape, (20, 40, 40), (12, 30, 25))
+    cfg = MaskConfig()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m = sample_tumor_mask(organ, (2.0, 1.0, 1.0), cfg, rng)
+        assert m is not None and m.any()
+        assert not (m & ~organ).any()
+    pts = centre_candidates(organ, (2.0, 1.0, 1.0), cfg)
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(organ, sampling=(2.0, 1.0, 1.0))
+    assert np.all(dist[tuple(pts.T)] > cfg.erosion_mm)
+    zs = np.nonzero(organ.any((1, 2)))[0]
+    rel = (pts[:, 0] - zs[0]) / (zs[-1] - zs[0])
+    assert rel.min() >= 0.3 - 1 / (zs[-1] - zs[0]) and rel.max() <= 0.7 + 1 / (zs[-1] - zs[0])
+
+
+def test_thin_organ_falls_back_to_any_organ_voxel_and_empty_organ_gives_none():
+    organ = np.zeros((10, 20, 20), bool)
+    organ[5, 10, 5:15] = True  # a one-voxel-thin line: erosion removes everything
+    m = sample_tumor_mask(organ, (1.0, 1.0, 1.0), MaskConfig(), np.random.default_rng(0))
+    assert m is not None and not (m & ~organ).any()
+    assert sample_tumor_mask(np.zeros((10, 20, 20), bool), (1, 1, 1), MaskConfig(), np.random.default_rng(0)) is None
+
+
+def test_same_seed_same_mask_and_deformation_changes_the_shape():
+    organ = np.ones((30, 60, 60), bool)
+    cfg = MaskConfig()
+    a = sample_tumor_mask(organ, (2, 1, 1), cfg, np.random.default_rng(5))
+    b = sample_tumor_mask(organ, (2, 1, 1), cfg, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    plain = deformed_ellipsoid((10, 10, 10), (1, 1, 1), 0.0, np.random.default_rng(0))
+    bumpy = deformed_ellipsoid((10, 10, 10), (1, 1, 1), 2.5, np.random.default_rng(0))
+    inner = tuple(slice((b - a) // 2, (b - a) // 2 + a) for a, b in zip(plain.shape, bumpy.shape))
+    assert (bumpy[inner] != plain).sum() > 0.05 * plain.sum()
+
+
+def test_soft_mask_blurs_edges_and_stays_inside_the_organ():
+    organ = np.zeros((20, 40, 40), bool)
+    organ[:, :, :20] = True
+    mask = np.zeros_like(organ)
+    mask[8:12, 15:25, 15:20] = True
+    s = soft_mask(mask, 2.0, (1.0, 1.0, 1.0), within=organ)
+    assert s.dtype == np.float32 and s.max() <= 1.0
+    assert s[:, :, 20:].max() == 0  # nothing outside the organ
+    assert 0 < s[10, 14, 17] < s[10, 20, 17]  # soft edge, solid core
+    assert s[10, 20, 17] > 0.5
