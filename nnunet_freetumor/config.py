@@ -118,7 +118,7 @@ class FreeTumorConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    # --- label helpers --------------------------------------------------------------------------------------------
+    # --- label helpers ----------------------------------------------------------------------------------------------
     @property
     def organ_labels(self) -> tuple[int, ...]:
         return tuple(p.organ for p in self.pairs)
@@ -133,7 +133,7 @@ class FreeTumorConfig:
                 return p.tumor
         raise KeyError(organ)
 
-    # --- (de)serialisation ----------------------------------------------------------------------------------------
+    # --- (de)serialisation ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -107,7 +107,7 @@ def config_for_dataset(
     return cfg, source
 
 
-# --- label operations used by the DA pipeline and the trainers ---------------------------------------------------
+# --- label operations used by the DA pipeline and the trainers -----------------------------------------------------
 
 
 def healthy_organs(seg: np.ndarray | torch.Tensor, cfg: FreeTumorConfig) -> list[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, zoom
+from scipy.ndimage import distance_transform_edt, zoom
 
 from nnunet_freetumor.config import MaskConfig, SizeClass
 
@@ -116,20 +116,3 @@ def sample_tumor_mask(
     shape = deformed_ellipsoid(radii, spacing, deform, rng)
     mask = paste(organ.shape, shape, centre) & organ
     return mask if mask.any() else None
-
-
-def soft_mask(
-    mask: np.ndarray, sigma_mm: float, spacing: Sequence[float], within: np.ndarray | None = None
-) -> np.ndarray:
-    """Blurred float32 mask (soft tumor edges, Eq. 1), optionally multiplied by ``within`` (the organ), so that
-    nothing outside the organ changes. Computed on the mask's bounding box (plus 4 sigma) only."""
-    out = np.zeros(mask.shape, dtype=np.float32)
-    if not mask.any():
-        return out
-    sig = np.asarray(sigma_mm, float) / np.asarray(spacing, float)
-    pad = int(np.ceil(4 * sig.max())) + 1
-    box = bbox(mask, pad=pad)
-    out[box] = gaussian_filter(mask[box].astype(np.float32), sigma=sig, mode="constant")
-    if within is not None:
-        out *= within
-    return out

@@ -1,10 +1,12 @@
-"""Tumor synthesis: the learned residual of FreeTumor (Eq. 1) and the handcrafted SyntheticTumors recipe.
+"""Tumor synthesis on tensors: the learned residual of FreeTumor (Eq. 1) and the handcrafted SyntheticTumors recipe.
 
 Eq. 1 (METHOD.md), x in the generator's window [0, 1], M the soft tumor mask, g a Gaussian:
     x_hat = (1 - M) * x + M * [x + polarity * (tanh(G(x)) (*) g)]
 with polarity -1 for tumors darker than parenchyma (abdomen: the paper's minus sign) and +1 for brighter (chest).
 The residual is applied in HU (one window width per unit), so nothing outside M changes and nothing inside M is clipped
 by the window; mapping back to nnU-Net's normalization clips to the plan's window exactly as preprocessing does.
+
+Everything here runs on CPU tensors (DA workers, tests) and on the training GPU alike.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
+from torch import nn
 
 from nnunet_freetumor.config import HandcraftedConfig, WindowConfig
-from nnunet_freetumor.intensity import CTNormalization
+from nnunet_freetumor.frozen import forward_padded
+from nnunet_freetumor.intensity import CTNormalization, normalized_to_window
 
-# --- Gaussian smoothing on tensors --------------------------------------------------------------------------------
+# --- Gaussian smoothing ---------------------------------------------------------------------------------------------
 
 
 def gaussian_kernel1d(sigma: float, size: int | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -47,7 +50,17 @@ def gaussian_blur3d(x: torch.Tensor, sigma: Sequence[float], size: int | None = 
     return out.reshape(x.shape)
 
 
-# --- Eq. 1 -------------------------------------------------------------------------------------------------------
+def soft_masks(
+    mask: torch.Tensor, organ: torch.Tensor, sigma_mm: Sequence[float], spacing: Sequence[float]
+) -> torch.Tensor:
+    """Soft tumor masks for Eq. 1: each (hard) mask blurred with its own sigma (mm), multiplied by its organ so that
+    nothing outside the organ changes. mask, organ: (B, 1, X, Y, Z) bool; sigma_mm: B values -> (B, 1, ...) float."""
+    sp = torch.as_tensor(spacing, dtype=torch.float64)
+    out = torch.stack([gaussian_blur3d(m[None].float(), (float(s) / sp).tolist())[0] for m, s in zip(mask, sigma_mm)])
+    return out * organ.to(out.dtype)
+
+
+# --- Eq. 1 ---------------------------------------------------------------------------------------------------------
 
 
 def generator_residual(g_out: torch.Tensor, blur_sigma: float = 1.0, blur_size: int = 7) -> torch.Tensor:
@@ -64,32 +77,70 @@ def apply_residual(
     Returns x_hat (normalized); voxels with soft == 0 are returned unchanged, bit for bit.
     """
     hu = norm.to_hu(x_norm) + window.polarity * residual * (window.hu_max - window.hu_min)
-    return torch.lerp(x_norm, norm.from_hu(hu), soft)
+    return torch.lerp(x_norm, norm.from_hu(hu).to(x_norm.dtype), soft.to(x_norm.dtype))
 
 
-# --- handcrafted (SyntheticTumors) -------------------------------------------------------------------------------
+def select_channel(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, K, ...) and (B,) channel indices -> (B, 1, ...): each sample's own output channel (one per organ)."""
+    idx = index.view(-1, 1, *([1] * (t.ndim - 2))).expand(-1, 1, *t.shape[2:])
+    return t.gather(1, idx.to(t.device))
+
+
+def generator_synthesis(
+    generator: nn.Module,
+    x_norm: torch.Tensor,
+    soft: torch.Tensor,
+    organ_index: torch.Tensor,
+    norm: CTNormalization,
+    window: WindowConfig,
+    divisor: Sequence[int],
+) -> torch.Tensor:
+    """Eq. 1 with a generator: window the crops, run G (padded to its stride), take each sample's organ channel.
+
+    x_norm: (B, 1, ...) normalized crops; soft: (B, 1, ...) soft masks; organ_index: (B,) index of the sample's organ
+    in the config's pairs (= G's output channel). Differentiable in G's parameters.
+    """
+    g = forward_padded(generator, normalized_to_window(x_norm, norm, window), tuple(divisor))
+    return apply_residual(x_norm, soft, generator_residual(select_channel(g, organ_index).float()), norm, window)
+
+
+# --- handcrafted (SyntheticTumors) ---------------------------------------------------------------------------------
 
 
 def handcrafted_texture(
-    shape: Sequence[int], spacing: Sequence[float], cfg: HandcraftedConfig, rng: np.random.Generator
-) -> np.ndarray:
+    shape: Sequence[int], spacing: Sequence[float], cfg: HandcraftedConfig, generator: torch.Generator, device=None
+) -> torch.Tensor:
     """SyntheticTumors' texture: smooth noise thresholded against uniform noise, blurred, scaled to mean ~0.5.
 
-    Returns float32 in [0, 1] of ``shape``. Sigmas are drawn in mm and converted with ``spacing``.
+    Returns float32 (X, Y, Z) in [0, 1]. Sigmas are drawn in mm and converted with ``spacing``. ``generator`` (a
+    torch.Generator on ``device``) holds all the randomness.
     """
-    sp = np.asarray(spacing, float)
-    sigma_a = rng.uniform(*cfg.texture_sigma_a_mm) / sp
-    sigma_b = rng.uniform(*cfg.texture_sigma_b_mm) / sp
-    a = gaussian_filter(rng.uniform(0, 1, size=shape).astype(np.float32), sigma_a)
-    a = rng.uniform(0.19, 0.21) * (a - a.min()) / max(float(a.max() - a.min()), 1e-6) + rng.uniform(0.04, 0.06)
-    b = gaussian_filter((a > rng.uniform(0, 1, size=shape)).astype(np.float32), sigma_b)
+
+    def uniform(lo: float, hi: float, size=()) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(size, generator=generator, device=device)
+
+    sp = torch.as_tensor(spacing, dtype=torch.float64)
+    sigma_a = (float(uniform(*cfg.texture_sigma_a_mm)) / sp).tolist()
+    sigma_b = (float(uniform(*cfg.texture_sigma_b_mm)) / sp).tolist()
+    a = gaussian_blur3d(uniform(0, 1, tuple(shape))[None, None], sigma_a)[0, 0]
+    a = float(uniform(0.19, 0.21)) * (a - a.min()) / (a.max() - a.min()).clamp_min(1e-6) + float(uniform(0.04, 0.06))
+    b = gaussian_blur3d((a > uniform(0, 1, tuple(shape))).float()[None, None], sigma_b)[0, 0]
     above = b > 0.12
-    mean_above = float(b[above].mean()) if above.any() else float(b.mean()) + 1e-6
-    return np.clip(rng.uniform(0.5, 0.55) / max(mean_above, 1e-6) * b, 0, 1).astype(np.float32)
+    mean_above = b[above].mean() if bool(above.any()) else b.mean() + 1e-6
+    return (float(uniform(0.5, 0.55)) / mean_above.clamp_min(1e-6) * b).clamp(0, 1)
 
 
-def handcrafted_hu(
-    hu: np.ndarray, soft: np.ndarray, texture: np.ndarray, difference_hu: float, polarity: int
-) -> np.ndarray:
-    """SyntheticTumors: ``hu + polarity * difference * texture * soft`` (soft already restricted to the organ)."""
-    return hu + polarity * difference_hu * texture * soft
+def handcrafted_synthesis(
+    x_norm: torch.Tensor,
+    soft: torch.Tensor,
+    texture: torch.Tensor,
+    difference_hu: float,
+    norm: CTNormalization,
+    polarity: int,
+) -> torch.Tensor:
+    """SyntheticTumors on nnU-Net-normalized images: ``hu + polarity * difference * texture * soft``.
+
+    x_norm, soft, texture: broadcastable tensors; voxels with soft == 0 are returned unchanged, bit for bit.
+    """
+    hu = norm.to_hu(x_norm) + polarity * difference_hu * texture * soft
+    return torch.where(soft > 0, norm.from_hu(hu).to(x_norm.dtype), x_norm)

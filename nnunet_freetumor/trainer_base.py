@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import distributed as dist
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.crops import crop_size_for, tumor_box
+from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
+from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import ct_normalizations
 from nnunet_freetumor.io import atomic_save, atomic_write_text
-from nnunet_freetumor.labels import config_for_dataset, healthy_organs
+from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, healthy_organs, tumor_label_lut
 from nnunet_freetumor.plots import Example, example_from_sample, save_montage
+from nnunet_freetumor.synthesis import soft_masks
 from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
 
 STATS_FILENAME = "freetumor_stats.json"
+GATE_ENV = "nnUNet_freetumor_gate_checkpoint"
 # Schedule overrides for demos and smoke tests (they do not change the results folder name: keep them out of
 # real experiments). nnU-Net's own knobs stay in nnU-Net's env vars.
 SCHEDULE_ENV = {
@@ -76,7 +83,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         self._epoch_counts: dict[str, float] = {}
         self._examples: list[Example] = []
 
-    # --- set-up ---------------------------------------------------------------------------------------------------
+    # --- set-up -----------------------------------------------------------------------------------------------------
     def initialize(self):
         self._setup_freetumor()  # fail before building networks and workers
         super().initialize()
@@ -112,7 +119,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         if self.local_rank == 0:
             self.freetumor_config.save(Path(self.output_folder, CONFIG_FILENAME))
 
-    # --- DA pipeline ----------------------------------------------------------------------------------------------
+    # --- DA pipeline ------------------------------------------------------------------------------------------------
     def get_training_transforms(
         self,
         patch_size,
@@ -150,7 +157,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
             normalizations=self.normalizations,
         )
 
-    # --- training step --------------------------------------------------------------------------------------------
+    # --- training step ----------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
         return super().train_step(self.synthesize_batch(batch))
 
@@ -169,7 +176,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         original = torch.where(mask > 0, mask.to(labels.dtype), labels)
         return sum(bool(healthy_organs(original[b, 0], self.freetumor_config)) for b in range(original.shape[0]))
 
-    # --- bookkeeping ----------------------------------------------------------------------------------------------
+    # --- bookkeeping ------------------------------------------------------------------------------------------------
     def count(self, **counts: float) -> None:
         for k, v in counts.items():
             self._epoch_counts[k] = self._epoch_counts.get(k, 0) + v
@@ -221,7 +228,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         history.append({"epoch": self.current_epoch, **{k: _jsonable(v) for k, v in counts.items()}})
         atomic_write_text(path, json.dumps(history, indent=1) + "\n")
 
-    # --- checkpoints ----------------------------------------------------------------------------------------------
+    # --- checkpoints ------------------------------------------------------------------------------------------------
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: a killed run never leaves half a file."""
         if self.local_rank != 0 or self.disable_checkpointing:
@@ -241,3 +248,166 @@ def _fmt(v: float) -> str:
 def _jsonable(v: float) -> float | int:
     v = float(v)
     return int(v) if v.is_integer() else (None if np.isnan(v) else v)
+
+
+class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
+    """Synthesis on the training device in ``train_step``, then the quality gate (Eq. 4-5), then the label update.
+
+    The DA workers only draw the masks (cheap). Here, per batch: tumor-centred crops of every sample with a mask go
+    through ``synthesize_crops`` (no_grad, AMP on CUDA), the frozen segmenter S judges the result on the same crop
+    (``gate_bbox_crop``) or on the whole patch, accepted crops are pasted back and their voxels get the tumor label at
+    every deep-supervision scale; rejected samples keep their original crop and labels.
+    """
+
+    synthesis_mode = "mask"
+    use_gate = True
+    min_crop: tuple[int, ...] = (0, 0, 0)  # subclasses: at least the context their synthesizer was trained with
+
+    def initialize(self):
+        super().initialize()
+        if self.num_input_channels != 1:
+            raise FreeTumorConfigError(
+                f"{type(self).__name__} synthesizes on single-channel CT; this dataset has {self.num_input_channels} "
+                "input channels. Use nnUNetTrainerHandcraftedTumor (every CT channel) instead."
+            )
+        self.lut = torch.from_numpy(tumor_label_lut(self.freetumor_config)).to(self.device)
+        self.gate_model = self.load_gate() if self.use_gate else None
+        self.setup_synthesizer()
+
+    def load_gate(self) -> FrozenSegmenter:
+        cfg = self.freetumor_config
+        path = (
+            os.environ.get(GATE_ENV)
+            or baseline_folder(
+                nnUNet_results,
+                self.plans_manager.dataset_name,
+                cfg.gate_trainer,
+                self.plans_manager.plans_name,
+                self.configuration_name,
+                self.fold,
+            )
+            / cfg.gate_checkpoint
+        )
+        seg = load_frozen_segmenter(
+            path,
+            dataset_name=self.plans_manager.dataset_name,
+            plans_name=self.plans_manager.plans_name,
+            configuration=self.configuration_name,
+            fold=self.fold,
+            fix_hint=f"Train the baseline first: `nnUNetv2_train {self.plans_manager.dataset_name} "
+            f"{self.configuration_name} {self.fold} -tr {cfg.gate_trainer} -p {self.plans_manager.plans_name}` "
+            f"(or point {GATE_ENV} to its checkpoint).",
+        ).to(self.device)
+        self.print_to_log_file(
+            f"FreeTumor: quality gate S = {seg.source} (T = {cfg.gate_threshold}, "
+            f"{'tumor-centred crop' if cfg.gate_bbox_crop else 'whole patch'})"
+        )
+        return seg
+
+    def setup_synthesizer(self) -> None:
+        """Load what ``synthesize_crops`` needs (subclasses)."""
+
+    def synthesize_crops(self, x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
+        """(N, 1, *crop) normalized crops and soft masks -> synthetic crops (normalized)."""
+        raise NotImplementedError
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
+
+    @torch.no_grad()
+    def synthesize_batch(self, batch: dict) -> dict:
+        cfg = self.freetumor_config
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = (
+            [t.to(self.device, non_blocking=True) for t in target]
+            if isinstance(target, list)
+            else target.to(self.device, non_blocking=True)
+        )
+        target, masks = split_mask_channel(target)
+        labels, mask = _full_res(target), _full_res(masks)
+        has = mask.flatten(1).any(1)
+        self.count(candidates=self.count_candidates(labels, mask), synthesized=int(has.sum()))
+        idx = torch.nonzero(has).flatten()
+        if len(idx) == 0:
+            return {**batch, "data": data, "target": target}
+
+        m = mask[idx, 0] > 0
+        organ_id = mask[idx].flatten(1).amax(1).long()
+        organ = labels[idx] == organ_id.view(-1, 1, 1, 1, 1)
+        organ_index = torch.tensor([cfg.organ_labels.index(int(o)) for o in organ_id], device=self.device)
+        lo, hi = cfg.mask.edge_sigma_mm
+        sigmas = [float(np.random.uniform(lo, hi)) for _ in range(len(idx))]
+        pad = [int(np.ceil(4 * hi / s)) + 4 for s in self.configuration_manager.spacing]
+        size = crop_size_for(m, self.min_crop, pad)
+        boxes = [(slice(None), *tumor_box(m[i], size)) for i in range(len(idx))]
+        x = torch.stack([data[b][box] for b, box in zip(idx.tolist(), boxes)])
+        crop_mask = torch.stack([m[i][box[1:]] for i, box in enumerate(boxes)])[:, None]
+        crop_organ = torch.stack([organ[i][box] for i, box in enumerate(boxes)])
+        soft = soft_masks(crop_mask, crop_organ, sigmas, self.configuration_manager.spacing)
+        with self._autocast():
+            x_hat = self.synthesize_crops(x, soft, organ_index).float()
+        finite = torch.isfinite(x_hat).flatten(1).all(1)
+        p = torch.full((len(idx),), float("nan"), device=self.device)
+        if self.gate_model is not None:
+            p = self._gate(data, idx, boxes, x_hat, crop_mask, m)
+            accept = gate_accept(p, cfg.gate_threshold, finite)
+        else:
+            accept = finite
+        accept_all = torch.zeros_like(has)
+        accept_all[idx] = accept
+        for i, (b, box) in enumerate(zip(idx.tolist(), boxes)):
+            before = data[b].clone() if self._png_due() else None
+            if accept[i]:
+                data[b][box] = x_hat[i].to(data.dtype)
+            if before is not None:
+                verdict = "accepted" if accept[i] else "rejected"
+                self.remember_example(
+                    data[b] if accept[i] else _pasted(before, box, x_hat[i]),
+                    m[i],
+                    f"{verdict} P={float(p[i]):.2f}",
+                    before=before,
+                )
+        target = (
+            [apply_tumor_labels(t, mk, self.lut, accept_all) for t, mk in zip(target, masks)]
+            if isinstance(target, list)
+            else apply_tumor_labels(target, masks, self.lut, accept_all)
+        )
+        n_acc = int(accept.sum())
+        self.count(
+            accepted=n_acc,
+            rejected=len(idx) - n_acc,
+            nonfinite=int((~finite).sum()),
+            p_sum=float(torch.nan_to_num(p, nan=0.0).sum()),
+            p_n=int(torch.isfinite(p).sum()),
+        )
+        return {**batch, "data": data, "target": target}
+
+    def _gate(self, data, idx, boxes, x_hat, crop_mask, m) -> torch.Tensor:
+        seg = self.gate_model
+        if self.freetumor_config.gate_bbox_crop:
+            inputs, gate_mask = x_hat, crop_mask
+        else:
+            inputs = data[idx].clone()
+            for i, box in enumerate(boxes):
+                inputs[i][box] = x_hat[i].to(inputs.dtype)
+            gate_mask = m[:, None]
+        with self._autocast():
+            logits = forward_padded(seg.network, inputs, seg.divisor)
+        return gate_proportion(logits.float(), gate_mask, self.freetumor_config.tumor_labels)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._epoch_counts.update(accepted=0, rejected=0, nonfinite=0, p_sum=0.0, p_n=0)
+
+    def _reduce_counts(self, counts: dict[str, float]) -> dict[str, float]:
+        counts = super()._reduce_counts(counts)
+        p_sum, p_n = counts.pop("p_sum", 0.0), counts.pop("p_n", 0)
+        counts["mean_P"] = p_sum / p_n if p_n else float("nan")
+        return counts
+
+
+def _pasted(image: torch.Tensor, box: tuple[slice, ...], crop: torch.Tensor) -> torch.Tensor:
+    out = image.clone()
+    out[box] = crop.to(out.dtype)
+    return out

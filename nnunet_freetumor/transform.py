@@ -27,8 +27,8 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from nnunet_freetumor.config import FreeTumorConfig
 from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.labels import healthy_organs
-from nnunet_freetumor.masks import bbox, sample_tumor_mask, soft_mask
-from nnunet_freetumor.synthesis import handcrafted_hu, handcrafted_texture
+from nnunet_freetumor.masks import bbox, sample_tumor_mask
+from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture, soft_masks
 
 MODES = ("mask", "handcrafted")
 
@@ -84,17 +84,16 @@ class TumorSynthesisTransform(BasicTransform):
     def _paint(self, image: torch.Tensor, organ: np.ndarray, mask: np.ndarray, params: dict) -> torch.Tensor:
         """Handcrafted tumor on every (CT-normalized) channel, computed on the mask's bounding box only."""
         sigma = params["edge_sigma_mm"]
-        pad = int(np.ceil(4 * sigma / min(self.spacing))) + 1
-        box = bbox(mask, pad=pad)
-        soft = soft_mask(mask[box], sigma, self.spacing, within=organ[box])
-        texture = handcrafted_texture(
-            soft.shape, self.spacing, self.cfg.handcrafted, np.random.default_rng(params["texture_seed"])
-        )
+        box = bbox(mask, pad=int(np.ceil(4 * sigma / min(self.spacing))) + 1)
+        m, o = (torch.from_numpy(a[box])[None, None] for a in (mask, organ))
+        soft = soft_masks(m, o, [sigma], self.spacing)[0, 0]
+        gen = torch.Generator().manual_seed(params["texture_seed"])
+        texture = handcrafted_texture(soft.shape, self.spacing, self.cfg.handcrafted, gen)
         image = image.clone()
         for c, norm in enumerate(self.normalizations):
-            x = image[c][box].numpy()
-            hu = handcrafted_hu(norm.to_hu(x), soft, texture, params["difference_hu"], self.cfg.window.polarity)
-            image[c][box] = torch.from_numpy(np.where(soft > 0, norm.from_hu(hu), x).astype(np.float32))
+            image[c][box] = handcrafted_synthesis(
+                image[c][box], soft, texture, params["difference_hu"], norm, self.cfg.window.polarity
+            )
         return image
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nnunet_freetumor.config import DEFAULT_SIZE_CLASSES, MaskConfig
-from nnunet_freetumor.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask, soft_mask
+from nnunet_freetumor.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask
 
 ANISO = (3.0, 1.5, 0.8)  # mm per axis, deliberately different
 
@@ -83,15 +83,3 @@ def test_same_seed_same_mask_and_deformation_changes_the_shape():
     bumpy = deformed_ellipsoid((10, 10, 10), (1, 1, 1), 2.5, np.random.default_rng(0))
     inner = tuple(slice((b - a) // 2, (b - a) // 2 + a) for a, b in zip(plain.shape, bumpy.shape))
     assert (bumpy[inner] != plain).sum() > 0.05 * plain.sum()
-
-
-def test_soft_mask_blurs_edges_and_stays_inside_the_organ():
-    organ = np.zeros((20, 40, 40), bool)
-    organ[:, :, :20] = True
-    mask = np.zeros_like(organ)
-    mask[8:12, 15:25, 15:20] = True
-    s = soft_mask(mask, 2.0, (1.0, 1.0, 1.0), within=organ)
-    assert s.dtype == np.float32 and s.max() <= 1.0
-    assert s[:, :, 20:].max() == 0  # nothing outside the organ
-    assert 0 < s[10, 14, 17] < s[10, 20, 17]  # soft edge, solid core
-    assert s[10, 20, 17] > 0.5

@@ -1,0 +1,180 @@
+"""The frozen baseline nnU-Net S (the quality gate and the segmentation-guided loss).
+
+S for fold f is the baseline trained on fold f's training split of the same dataset, plans and configuration (no
+validation leakage): ``$nnUNet_results/<dataset>/<gate_trainer>__<plans>__<configuration>/fold_<f>/<checkpoint>``.
+Its checkpoint's ``init_args`` are checked against what we expect, so a model of another fold, plans or configuration
+is refused before any training starts.
+
+nnU-Net checkpoints are pickles. They are loaded with ``torch.load(weights_only=True)`` plus an allow-list of the
+numpy scalar types nnU-Net stores in its logs, so loading cannot run code. A checkpoint that needs more (written by an
+exotic trainer) is refused unless ``nnUNet_freetumor_trust_checkpoints=1`` is set: only do that for your own files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
+
+TRUST_ENV = "nnUNet_freetumor_trust_checkpoints"
+
+
+def _numpy_safe_globals() -> list[Any]:
+    out: list[Any] = [np.dtype]
+    core = getattr(np, "_core", None) or np.core
+    out.append(core.multiarray.scalar)
+    out += [v for k, v in vars(np.dtypes).items() if k.endswith("DType")]
+    return out
+
+
+def load_nnunet_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an nnU-Net checkpoint without executing pickled code (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FreeTumorConfigError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError, ... depending on the torch version
+        if os.environ.get(TRUST_ENV) == "1":
+            return torch.load(path, map_location="cpu", weights_only=False)
+        raise FreeTumorConfigError(
+            f"{path} contains objects that cannot be loaded safely ({str(e).splitlines()[0][:200]}). If this is your "
+            f"own nnU-Net checkpoint, set {TRUST_ENV}=1 to load it with full unpickling."
+        ) from e
+
+
+def baseline_folder(
+    results_root: str | os.PathLike, dataset_name: str, trainer: str, plans: str, configuration: str, fold: int | str
+) -> Path:
+    return Path(results_root, dataset_name, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
+
+
+@dataclass
+class FrozenSegmenter:
+    """A frozen nnU-Net network with what is needed to feed it and read its output."""
+
+    network: nn.Module
+    normalizations: tuple[CTNormalization, ...]
+    num_classes: int
+    patch_size: tuple[int, ...]
+    # product of the network's strides per axis: inputs must be divisible by it (see ``forward_padded``)
+    divisor: tuple[int, ...]
+    source: Path
+    trainer_name: str
+
+    def to(self, device: torch.device) -> FrozenSegmenter:
+        self.network.to(device)
+        return self
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients for the parameters (activations still carry gradients to the input)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_frozen_segmenter(
+    checkpoint: str | os.PathLike,
+    *,
+    dataset_name: str,
+    plans_name: str,
+    configuration: str,
+    fold: int | str,
+    fix_hint: str,
+) -> FrozenSegmenter:
+    """Load S from ``checkpoint`` (``fold_<f>/checkpoint_final.pth`` of a trained nnU-Net) and check it matches.
+
+    ``fix_hint`` is appended to the error when the checkpoint is missing (the command that creates it).
+    """
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FreeTumorConfigError(f"the frozen baseline segmenter {checkpoint} does not exist. {fix_hint}")
+    model_dir = checkpoint.parent.parent
+    for f in ("plans.json", "dataset.json"):
+        if not (model_dir / f).is_file():
+            raise FreeTumorConfigError(
+                f"{model_dir / f} is missing: {model_dir} is not a complete nnU-Net model folder"
+            )
+    ckpt = load_nnunet_checkpoint(checkpoint)
+    init = ckpt.get("init_args", {})
+    plans = init.get("plans") or _load_json(model_dir / "plans.json")
+    found = {
+        "dataset": plans.get("dataset_name"),
+        "plans": plans.get("plans_name"),
+        "configuration": init.get("configuration"),
+        "fold": init.get("fold"),
+    }
+    wanted = {"dataset": dataset_name, "plans": plans_name, "configuration": configuration, "fold": fold}
+    bad = {k: (found[k], wanted[k]) for k in wanted if str(found[k]) != str(wanted[k])}
+    if bad:
+        what = ", ".join(f"{k} {v[0]!r} (expected {v[1]!r})" for k, v in bad.items())
+        raise FreeTumorConfigError(
+            f"the frozen segmenter {checkpoint} was trained for {what}. The gate/loss model must be the baseline of "
+            f"the same dataset, plans, configuration and fold (no validation leakage). {fix_hint}"
+        )
+    plans_manager = PlansManager(_load_json(model_dir / "plans.json"))
+    dataset_json = _load_json(model_dir / "dataset.json")
+    cm = plans_manager.get_configuration(configuration)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    trainer_class = recursive_find_trainer_class_by_name(ckpt["trainer_name"])
+    n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
+    build = trainer_class.build_network_architecture
+    if "plans_manager" in inspect.signature(build).parameters:
+        net = build(plans_manager, cm, n_in, label_manager.num_segmentation_heads, enable_deep_supervision=False)
+    else:  # nnU-Net's legacy signature
+        net = build(
+            cm.network_arch_class_name,
+            cm.network_arch_init_kwargs,
+            cm.network_arch_init_kwargs_req_import,
+            n_in,
+            label_manager.num_segmentation_heads,
+            enable_deep_supervision=False,
+        )
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in ckpt["network_weights"].items()}
+    net.load_state_dict(state)
+    strides = np.array(cm.pool_op_kernel_sizes).prod(axis=0)
+    return FrozenSegmenter(
+        network=freeze(net),
+        normalizations=ct_normalizations(plans_manager.plans, configuration),
+        num_classes=label_manager.num_segmentation_heads,
+        patch_size=tuple(int(p) for p in cm.patch_size),
+        divisor=tuple(int(s) for s in strides),
+        source=checkpoint,
+        trainer_name=ckpt["trainer_name"],
+    )
+
+
+def forward_padded(net: nn.Module, x: torch.Tensor, divisor: tuple[int, ...]) -> torch.Tensor:
+    """Run a fully convolutional net on ``x`` (B, C, *spatial) of any size: pad (replicate) each spatial axis up to a
+    multiple of ``divisor``, run, crop the output back."""
+    spatial = x.shape[2:]
+    target = [int(np.ceil(s / d) * d) for s, d in zip(spatial, divisor)]
+    if list(spatial) == target:
+        return net(x)
+    pad = []
+    for s, t in reversed(list(zip(spatial, target))):
+        pad += [0, t - s]
+    out = net(torch.nn.functional.pad(x, pad, mode="replicate"))
+    return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+
+
+def _load_json(path: Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())

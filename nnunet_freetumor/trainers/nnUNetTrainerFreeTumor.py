@@ -1,0 +1,79 @@
+"""``-tr nnUNetTrainerFreeTumor`` and its ablations: learned tumor synthesis (Eq. 1) with the trained generator on
+every healthy-organ crop, gated by the frozen baseline segmenter (Eq. 4-5).
+
+The generator is ``$nnUNet_results/<dataset>/FreeTumorGenerator__<plans>__<configuration>/fold_<f>/
+generator_final.safetensors`` (written by ``freetumor_train_generator``), or the file in ``nnUNet_freetumor_generator``.
+"""
+
+import os
+
+from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.generator.checkpoint import (
+    FINAL,
+    GENERATOR_ENV,
+    check_generator_compatible,
+    generator_folder,
+    load_generator,
+)
+from nnunet_freetumor.generator.networks import divisor
+from nnunet_freetumor.synthesis import generator_synthesis
+from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase, nnUNet_results
+
+
+class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
+    def setup_synthesizer(self) -> None:
+        pm, cfg = self.plans_manager, self.freetumor_config
+        path = (
+            os.environ.get(GENERATOR_ENV)
+            or generator_folder(nnUNet_results, pm.dataset_name, pm.plans_name, self.configuration_name, self.fold)
+            / FINAL
+        )
+        if not os.path.isfile(path):
+            raise FreeTumorConfigError(
+                f"no trained generator at {path}. Train it first: `freetumor_train_generator {pm.dataset_name} "
+                f"-c {self.configuration_name} -p {pm.plans_name} -f {self.fold}` (or point {GENERATOR_ENV} to one)."
+            )
+        self.generator, meta = load_generator(path, self.device)
+        check_generator_compatible(
+            meta,
+            cfg,
+            dataset_name=pm.dataset_name,
+            plans=pm.plans_name,
+            configuration=self.configuration_name,
+            fold=self.fold,
+            path=path,
+        )
+        self.generator_divisor = divisor(meta["generator"])
+        self.min_crop = tuple(meta["crop_size"])
+        self.print_to_log_file(f"FreeTumor: generator {path} ({meta.get('epochs_done')} epochs)")
+
+    def synthesize_crops(self, x, soft, organ_index):
+        return generator_synthesis(
+            self.generator,
+            x,
+            soft,
+            organ_index,
+            self.normalizations[0],
+            self.freetumor_config.window,
+            self.generator_divisor,
+        )
+
+
+class nnUNetTrainerFreeTumor_noGate(nnUNetTrainerFreeTumor):
+    """Every synthetic tumor is used (no quality gate, no frozen segmenter needed)."""
+
+    use_gate = False
+
+
+class nnUNetTrainerFreeTumor_T05(nnUNetTrainerFreeTumor):
+    config_overrides = {"gate_threshold": 0.5}
+
+
+class nnUNetTrainerFreeTumor_T09(nnUNetTrainerFreeTumor):
+    config_overrides = {"gate_threshold": 0.9}
+
+
+class nnUNetTrainerFreeTumor_fullGate(nnUNetTrainerFreeTumor):
+    """The gate judges the whole training patch instead of the tumor-centred crop (slower; see benchmarks/)."""
+
+    config_overrides = {"gate_bbox_crop": False}
