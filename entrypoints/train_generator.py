@@ -6,6 +6,7 @@ import argparse
 import os
 
 import torch
+
 from nnunet_freetumor.entrypoints._common import require_env, run_cli
 
 EPILOG = """\

@@ -103,9 +103,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained generator from ``generator_final.safetensors``: (frozen network on ``device``, metadata)."""
-    from nnunet_freetumor.generator.networks import build
-
     from nnunet_freetumor.frozen import freeze
+    from nnunet_freetumor.generator.networks import build
 
     state, meta = load(path)
     if meta.get("kind") != "freetumor-generator" or "generator" not in state:

@@ -25,10 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nnunet_freetumor.generator import checkpoint, networks
-from nnunet_freetumor.generator.checkpoint import FINAL, LATEST, generator_folder
-from nnunet_freetumor.generator.data import GeneratorData, GlobalBatchSampler, training_cases
-from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
@@ -38,6 +34,10 @@ from nnunet_freetumor import __version__
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
+from nnunet_freetumor.generator import checkpoint, networks
+from nnunet_freetumor.generator.checkpoint import FINAL, LATEST, generator_folder
+from nnunet_freetumor.generator.data import GeneratorData, GlobalBatchSampler, training_cases
+from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
 from nnunet_freetumor.intensity import normalized_to_window
 from nnunet_freetumor.io import atomic_path, atomic_write_text
 from nnunet_freetumor.labels import config_for_dataset

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 
-from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfigError
 from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
@@ -45,9 +46,9 @@ SCHEDULE_ENV = {
 MAX_EXAMPLES = 6
 
 
-def apply_schedule_overrides(trainer: nnUNetTrainer, environ=os.environ) -> list[str]:
-    """Set num_epochs / iterations from the env vars in ``SCHEDULE_ENV``; returns what was changed (for the log)."""
-    changed = []
+def schedule_overrides(environ=os.environ) -> dict[str, int]:
+    """num_epochs / iterations from the env vars in ``SCHEDULE_ENV`` (validated), as {attribute: value}."""
+    out = {}
     for var, attr in SCHEDULE_ENV.items():
         if environ.get(var):
             try:
@@ -56,9 +57,17 @@ def apply_schedule_overrides(trainer: nnUNetTrainer, environ=os.environ) -> list
                     raise ValueError
             except ValueError:
                 raise FreeTumorConfigError(f"{var} must be a positive integer, got {environ[var]!r}") from None
-            setattr(trainer, attr, value)
-            changed.append(f"{attr}={value} ({var})")
-    return changed
+            out[attr] = value
+    return out
+
+
+def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) -> None:
+    for attr, value in overrides.items():
+        setattr(trainer, attr, value)
+    if overrides:
+        trainer.print_to_log_file(
+            "schedule overridden by environment: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        )
 
 
 class SyntheticTumorTrainerBase(nnUNetTrainer):
@@ -75,44 +84,45 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.schedule_overrides = apply_schedule_overrides(self)
-        self.freetumor_config: FreeTumorConfig | None = None
-        self.freetumor_config_source = ""
-        self.normalizations = ()
-        self._epoch_counts: dict[str, float] = {}
         self._examples: list[Example] = []
+        self._epoch_counts: dict[str, float] = {}
+        try:  # every check that can fail runs before nnU-Net creates the output folder: no partial outputs
+            self.preflight(PlansManager(plans), configuration, fold, dataset_json)
+        except FreeTumorConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_schedule_overrides(self, self._schedule)
 
     # --- set-up -----------------------------------------------------------------------------------------------------
-    def initialize(self):
-        self._setup_freetumor()  # fail before building networks and workers
-        super().initialize()
-
-    def _setup_freetumor(self) -> None:
-        if self.label_manager.has_regions:
+    def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:
+        """Resolve and check the FreeTumor config (subclasses also load their frozen models, on the CPU)."""
+        if plans_manager.get_label_manager(dataset_json).has_regions:
             raise FreeTumorConfigError(
                 "region-based training (dataset.json labels as lists) is not supported by the FreeTumor trainers: "
                 "synthetic tumors get integer tumor labels. Train on integer labels instead."
             )
-        cfg, source = config_for_dataset(self.dataset_json, self.preprocessed_dataset_folder_base)
-        if self.config_overrides:
-            cfg = cfg.replace(**self.config_overrides)
-        self.freetumor_config, self.freetumor_config_source = cfg, source
-        self.normalizations = ct_normalizations(self.plans_manager.plans, self.configuration_name)
-        if self.configuration_manager.patch_size is not None and len(self.configuration_manager.patch_size) != 3:
+        if len(plans_manager.get_configuration(configuration).patch_size) != 3:
             raise FreeTumorConfigError(
-                f"configuration {self.configuration_name!r} is 2-D; tumor synthesis needs a 3-D configuration "
+                f"configuration {configuration!r} is 2-D; tumor synthesis needs a 3-D configuration "
                 "(3d_fullres, 3d_lowres, 3d_cascade_fullres)."
             )
+        pre = os.environ.get("nnUNet_preprocessed")
+        cfg, source = config_for_dataset(dataset_json, Path(pre, plans_manager.dataset_name) if pre else None)
+        if self.config_overrides:
+            cfg = cfg.replace(**self.config_overrides)
+            source += f" + {type(self).__name__} overrides {self.config_overrides}"
+        self.freetumor_config, self.freetumor_config_source = cfg, source
+        self.normalizations = ct_normalizations(plans_manager.plans, configuration)
+        self._schedule = schedule_overrides()
+
+    def initialize(self):
+        cfg = self.freetumor_config
         pairs = ", ".join(f"{p.name or p.organ} {p.organ}->{p.tumor}" for p in cfg.pairs)
         self.print_to_log_file(
-            f"FreeTumor: {type(self).__name__}, config from {source}; organ->tumor: {pairs}; "
+            f"FreeTumor: {type(self).__name__}, config from {self.freetumor_config_source}; organ->tumor: {pairs}; "
             f"p_synthesis={cfg.p_synthesis}"
         )
-        if self.schedule_overrides:
-            self.print_to_log_file(
-                "FreeTumor: schedule overridden by environment: " + ", ".join(self.schedule_overrides)
-            )
+        super().initialize()
 
     def on_train_start(self):
         super().on_train_start()
@@ -263,49 +273,53 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
     use_gate = True
     min_crop: tuple[int, ...] = (0, 0, 0)  # subclasses: at least the context their synthesizer was trained with
 
+    def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:
+        super().preflight(plans_manager, configuration, fold, dataset_json)
+        n_in = determine_num_input_channels(plans_manager, plans_manager.get_configuration(configuration), dataset_json)
+        if n_in != 1:
+            raise FreeTumorConfigError(
+                f"{type(self).__name__} synthesizes on single-channel CT; this dataset has {n_in} input channels. "
+                "Use nnUNetTrainerHandcraftedTumor (it paints every CT channel) instead."
+            )
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise FreeTumorConfigError("nnUNet_results is not set: it is needed to find the frozen models")
+        self.gate_model = self.load_gate(Path(results), plans_manager, configuration, fold) if self.use_gate else None
+        self.setup_synthesizer(Path(results), plans_manager, configuration, fold)
+
     def initialize(self):
         super().initialize()
-        if self.num_input_channels != 1:
-            raise FreeTumorConfigError(
-                f"{type(self).__name__} synthesizes on single-channel CT; this dataset has {self.num_input_channels} "
-                "input channels. Use nnUNetTrainerHandcraftedTumor (every CT channel) instead."
-            )
         self.lut = torch.from_numpy(tumor_label_lut(self.freetumor_config)).to(self.device)
-        self.gate_model = self.load_gate() if self.use_gate else None
-        self.setup_synthesizer()
+        if self.gate_model is not None:
+            self.gate_model.to(self.device)
+            self.print_to_log_file(
+                f"FreeTumor: quality gate S = {self.gate_model.source} (T = {self.freetumor_config.gate_threshold}, "
+                f"{'tumor-centred crop' if self.freetumor_config.gate_bbox_crop else 'whole patch'})"
+            )
+        self.move_synthesizer_to_device()
 
-    def load_gate(self) -> FrozenSegmenter:
+    def load_gate(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> FrozenSegmenter:
         cfg = self.freetumor_config
         path = (
             os.environ.get(GATE_ENV)
-            or baseline_folder(
-                nnUNet_results,
-                self.plans_manager.dataset_name,
-                cfg.gate_trainer,
-                self.plans_manager.plans_name,
-                self.configuration_name,
-                self.fold,
-            )
+            or baseline_folder(results, pm.dataset_name, cfg.gate_trainer, pm.plans_name, configuration, fold)
             / cfg.gate_checkpoint
         )
-        seg = load_frozen_segmenter(
+        return load_frozen_segmenter(
             path,
-            dataset_name=self.plans_manager.dataset_name,
-            plans_name=self.plans_manager.plans_name,
-            configuration=self.configuration_name,
-            fold=self.fold,
-            fix_hint=f"Train the baseline first: `nnUNetv2_train {self.plans_manager.dataset_name} "
-            f"{self.configuration_name} {self.fold} -tr {cfg.gate_trainer} -p {self.plans_manager.plans_name}` "
-            f"(or point {GATE_ENV} to its checkpoint).",
-        ).to(self.device)
-        self.print_to_log_file(
-            f"FreeTumor: quality gate S = {seg.source} (T = {cfg.gate_threshold}, "
-            f"{'tumor-centred crop' if cfg.gate_bbox_crop else 'whole patch'})"
+            dataset_name=pm.dataset_name,
+            plans_name=pm.plans_name,
+            configuration=configuration,
+            fold=fold,
+            fix_hint=f"Train the baseline first: `nnUNetv2_train {pm.dataset_name} {configuration} {fold} -tr "
+            f"{cfg.gate_trainer} -p {pm.plans_name}` (or point {GATE_ENV} to its checkpoint).",
         )
-        return seg
 
-    def setup_synthesizer(self) -> None:
-        """Load what ``synthesize_crops`` needs (subclasses)."""
+    def setup_synthesizer(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> None:
+        """Load and check what ``synthesize_crops`` needs, on the CPU (subclasses)."""
+
+    def move_synthesizer_to_device(self) -> None:
+        """Move it to ``self.device`` (subclasses)."""
 
     def synthesize_crops(self, x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
         """(N, 1, *crop) normalized crops and soft masks -> synthetic crops (normalized)."""

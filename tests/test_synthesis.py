@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from nnunet_freetumor.generator.networks import build, divisor, unet_spec
 from scipy.ndimage import gaussian_filter
 
 from nnunet_freetumor.config import HandcraftedConfig, WindowConfig
+from nnunet_freetumor.generator.networks import build, divisor, unet_spec
 from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.synthesis import (
     apply_residual,

@@ -5,7 +5,8 @@ baseline (the quality gate's frozen segmenter) with the same schedule as the syn
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_freetumor.trainer_base import apply_schedule_overrides
+from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.trainer_base import apply_schedule_overrides, schedule_overrides
 
 
 class nnUNetTrainerBaseline(nnUNetTrainer):
@@ -17,7 +18,9 @@ class nnUNetTrainerBaseline(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
+        try:
+            schedule = schedule_overrides()
+        except FreeTumorConfigError as e:
+            raise SystemExit(f"error: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
-        changed = apply_schedule_overrides(self)
-        if changed:
-            self.print_to_log_file("schedule overridden by environment: " + ", ".join(changed))
+        apply_schedule_overrides(self, schedule)

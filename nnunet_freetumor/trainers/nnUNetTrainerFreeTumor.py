@@ -17,35 +17,37 @@ from nnunet_freetumor.generator.checkpoint import (
 )
 from nnunet_freetumor.generator.networks import divisor
 from nnunet_freetumor.synthesis import generator_synthesis
-from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase, nnUNet_results
+from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
 
 
 class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
-    def setup_synthesizer(self) -> None:
-        pm, cfg = self.plans_manager, self.freetumor_config
+    def setup_synthesizer(self, results, pm, configuration, fold) -> None:
         path = (
             os.environ.get(GENERATOR_ENV)
-            or generator_folder(nnUNet_results, pm.dataset_name, pm.plans_name, self.configuration_name, self.fold)
-            / FINAL
+            or generator_folder(results, pm.dataset_name, pm.plans_name, configuration, fold) / FINAL
         )
         if not os.path.isfile(path):
             raise FreeTumorConfigError(
                 f"no trained generator at {path}. Train it first: `freetumor_train_generator {pm.dataset_name} "
-                f"-c {self.configuration_name} -p {pm.plans_name} -f {self.fold}` (or point {GENERATOR_ENV} to one)."
+                f"-c {configuration} -p {pm.plans_name} -f {fold}` (or point {GENERATOR_ENV} to one)."
             )
-        self.generator, meta = load_generator(path, self.device)
+        self.generator, meta = load_generator(path)
         check_generator_compatible(
             meta,
-            cfg,
+            self.freetumor_config,
             dataset_name=pm.dataset_name,
             plans=pm.plans_name,
-            configuration=self.configuration_name,
-            fold=self.fold,
+            configuration=configuration,
+            fold=fold,
             path=path,
         )
         self.generator_divisor = divisor(meta["generator"])
         self.min_crop = tuple(meta["crop_size"])
-        self.print_to_log_file(f"FreeTumor: generator {path} ({meta.get('epochs_done')} epochs)")
+        self.generator_info = f"{path} ({meta.get('epochs_done')} epochs)"
+
+    def move_synthesizer_to_device(self) -> None:
+        self.generator.to(self.device)
+        self.print_to_log_file(f"FreeTumor: generator {self.generator_info}")
 
     def synthesize_crops(self, x, soft, organ_index):
         return generator_synthesis(

@@ -1,0 +1,116 @@
+"""freetumor_config: show, adjust and save the FreeTumor config of a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from nnunet_freetumor.config import (
+    CHEST_WINDOW,
+    CONFIG_ENV,
+    CONFIG_FILENAME,
+    OrganTumorPair,
+    WindowConfig,
+)
+from nnunet_freetumor.entrypoints._common import fail, require_env, run_cli
+from nnunet_freetumor.labels import check_pairs_against_dataset, config_for_dataset
+
+EPILOG = f"""\
+Where trainers and freetumor_train_generator look for the config (first found wins):
+  1. the file in the environment variable {CONFIG_ENV}
+  2. $nnUNet_preprocessed/DatasetXXX_Name/{CONFIG_FILENAME}   (what --write creates)
+  3. inferred from dataset.json label names ("liver" + "liver tumor", "kidney" + "tumor", ...)
+Examples:
+  freetumor_config -d 3                                   # show what would be used
+  freetumor_config -d 3 --pair 1:2 --write                # liver 1 -> tumor 2, saved for every later run
+  freetumor_config -d 10 --chest --write                  # chest CT window, lesions brighter than lung
+  freetumor_config -d 3 --gate_trainer nnUNetTrainerBaseline --write
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="freetumor_config",
+        description="Show the FreeTumor config of a dataset (organ->tumor label pairs, HU window, mask sizes, "
+        "synthesis probability, quality gate), change fields, and save it where the trainers find it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-d", "--dataset", required=True, help="dataset name or id")
+    p.add_argument(
+        "--pair",
+        action="append",
+        metavar="ORGAN:TUMOR",
+        help="organ label id -> tumor label id (repeat for several organs); replaces the pairs",
+    )
+    p.add_argument("--window", type=float, nargs=2, metavar=("HU_MIN", "HU_MAX"), help="generator HU window")
+    p.add_argument("--polarity", type=int, choices=(-1, 1), help="-1: tumors darker than parenchyma, +1: brighter")
+    p.add_argument(
+        "--chest",
+        action="store_true",
+        help=f"chest preset: window {CHEST_WINDOW.hu_min:g}..{CHEST_WINDOW.hu_max:g} HU, lesions brighter (+1)",
+    )
+    p.add_argument("--p_synthesis", type=float, help="probability that a healthy-organ crop gets a tumor")
+    p.add_argument("--gate_threshold", type=float, help="quality gate threshold T")
+    p.add_argument("--gate_trainer", help="trainer name of the frozen baseline used as gate [nnUNetTrainer]")
+    p.add_argument("--write", action="store_true", help=f"save to $nnUNet_preprocessed/<dataset>/{CONFIG_FILENAME}")
+    p.add_argument("-o", "--output", help="save to this file instead (use it through " + CONFIG_ENV + ")")
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+
+    def run() -> int:
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+        pre = require_env("nnUNet_preprocessed")["nnUNet_preprocessed"]
+        try:
+            name = maybe_convert_to_dataset_name(args.dataset)
+        except RuntimeError as e:
+            fail(f"{e}. Run nnUNetv2_plan_and_preprocess -d {args.dataset} first.")
+        folder = Path(pre, name)
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        cfg, source = config_for_dataset(dataset_json, folder, environ={} if args.pair else os.environ)
+        changes: dict = {}
+        if args.pair:
+            pairs = []
+            for item in args.pair:
+                try:
+                    organ, tumor = (int(v) for v in item.split(":"))
+                except ValueError:
+                    fail(f"--pair expects ORGAN_ID:TUMOR_ID, got {item!r}")
+                names = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
+                pairs.append(OrganTumorPair(organ, tumor, names.get(organ, "")))
+            changes["pairs"] = tuple(pairs)
+        window = CHEST_WINDOW if args.chest else cfg.window
+        if args.window:
+            window = WindowConfig(args.window[0], args.window[1], window.polarity)
+        if args.polarity:
+            window = WindowConfig(window.hu_min, window.hu_max, args.polarity)
+        if window != cfg.window:
+            changes["window"] = window
+        for field in ("p_synthesis", "gate_threshold", "gate_trainer"):
+            if getattr(args, field) is not None:
+                changes[field] = getattr(args, field)
+        if changes:
+            cfg = cfg.replace(**changes)
+            source += " + command-line changes"
+        check_pairs_against_dataset(cfg, dataset_json)
+        print(f"# FreeTumor config of {name} ({source})")
+        print(json.dumps(cfg.to_dict(), indent=2))
+        target = Path(args.output) if args.output else (folder / CONFIG_FILENAME if args.write else None)
+        if target is not None:
+            cfg.save(target)
+            print(f"# saved to {target}")
+        elif changes:
+            print("# not saved: add --write (or -o FILE)")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
