@@ -29,7 +29,7 @@ def _norm(name: str) -> str:
     return " ".join(re.sub(r"[_\-/]+", " ", name.lower()).split())
 
 
-def _strip_tumor_word(name: str) -> str | None:
+def strip_tumor_word(name: str) -> str | None:
     """'liver tumor' -> 'liver'; 'tumor' -> ''; 'liver' -> None (not a tumor label)."""
     words = _norm(name).split()
     if not any(w in TUMOR_WORDS for w in words):
@@ -51,11 +51,11 @@ def infer_pairs(dataset_json: dict[str, Any]) -> tuple[OrganTumorPair, ...]:
             "dataset.json uses region-based labels (lists of ids); FreeTumor needs one integer label per organ and per "
             f"tumor. {_FIX_HINT}"
         )
-    organs = {_norm(k): v for k, v in labels.items() if v != 0 and _strip_tumor_word(k) is None and k != "ignore"}
-    tumors = {k: v for k, v in labels.items() if v != 0 and _strip_tumor_word(k) is not None}
+    organs = {_norm(k): v for k, v in labels.items() if v != 0 and strip_tumor_word(k) is None and k != "ignore"}
+    tumors = {k: v for k, v in labels.items() if v != 0 and strip_tumor_word(k) is not None}
     pairs: list[OrganTumorPair] = []
     for tname, tid in tumors.items():
-        base = _strip_tumor_word(tname)
+        base = strip_tumor_word(tname)
         if base in organs:
             pairs.append(OrganTumorPair(organ=organs[base], tumor=tid, name=base))
         elif base == "" and len(organs) == 1:
