@@ -87,6 +87,7 @@ class GeneratorData(Dataset):
             organs = tuple(o for o in cfg.organ_labels if o in locs)
             self.index.append(CaseIndex(k, organs, any(t in locs for t in cfg.tumor_labels)))
         self.fake_cases = [c for c in self.index if c.organs]
+        self.healthy_cases = [c for c in self.fake_cases if not c.has_tumor]
         self.real_cases = [c for c in self.index if c.has_tumor]
         if not self.fake_cases:
             raise FreeTumorConfigError(
@@ -122,10 +123,12 @@ class GeneratorData(Dataset):
         return image[:1], labels
 
     def fake_sample(self, case: CaseIndex, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """A healthy-organ crop of ``case`` (another fake case if this one has none) and a synthetic tumor mask."""
+        """A healthy-organ crop of ``case`` and a synthetic tumor mask. When the case keeps giving crops with a real
+        tumor (crops as large as the image always contain it), another case is drawn, tumor-free cases first."""
         for attempt in range(MAX_TRIES):
-            if attempt and attempt % 4 == 0:  # this case keeps failing: try another one
-                case = self.fake_cases[int(rng.integers(len(self.fake_cases)))]
+            if attempt and attempt % 3 == 0:
+                pool = self.healthy_cases or self.fake_cases
+                case = pool[int(rng.integers(len(pool)))]
             organ = case.organs[int(rng.integers(len(case.organs)))]
             locs = self._locations[case.identifier][organ]
             image, labels = self._crop(case.identifier, locs[int(rng.integers(len(locs)))][1:])
@@ -146,7 +149,7 @@ class GeneratorData(Dataset):
             f"found no healthy organ crop in {MAX_TRIES} tries (last case {case.identifier}): every crop of the "
             f"configured organs {self.cfg.organ_labels} contains its tumor label or has fewer than "
             f"{self.cfg.mask.min_organ_voxels} organ voxels. The generator needs tumor-free organ regions: add "
-            "healthy cases (README: 'Using your unlabeled scans') or lower mask.min_organ_voxels."
+            "healthy cases with organ labels, or lower mask.min_organ_voxels in the config."
         )
 
     def real_sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -41,9 +41,16 @@ class CTNormalization:
         """nnU-Net normalized -> HU (exact inside [lower, upper])."""
         return x * self.scale + self.mean
 
-    def from_hu(self, hu: Array) -> Array:
-        """HU -> nnU-Net normalized, clipped to the plan's window exactly as preprocessing does."""
-        return (_clip(hu, self.lower, self.upper) - self.mean) / self.scale
+    def from_hu(self, hu: Array, straight_through: bool = False) -> Array:
+        """HU -> nnU-Net normalized, clipped to the plan's window exactly as preprocessing does.
+
+        ``straight_through`` (tensors): same values, but the gradient passes the clip as if it were the identity, so
+        a generator whose output is clipped still learns which way to move (a hard clip's gradient is 0 there).
+        """
+        clipped = _clip(hu, self.lower, self.upper)
+        if straight_through and isinstance(hu, torch.Tensor):
+            clipped = hu + (clipped - hu).detach()
+        return (clipped - self.mean) / self.scale
 
 
 def ct_normalizations(plans: dict[str, Any], configuration: str) -> tuple[CTNormalization, ...]:

@@ -67,3 +67,17 @@ def save_montage(examples: list[Example], path: str | os.PathLike, suptitle: str
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def save_gray_png(image: np.ndarray, path: str | os.PathLike, vmin: float, vmax: float) -> None:
+    """Write a 2-D array as a plain grayscale PNG, one pixel per array element, ``[vmin, vmax]`` mapped to black..white
+    (no axes, no title, no outline: what a reader of a blinded test should see)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, np.asarray(image, dtype=np.float32), cmap="gray", vmin=vmin, vmax=vmax, format="png")

@@ -74,10 +74,11 @@ def apply_residual(
     """Eq. 1 on nnU-Net-normalized images.
 
     x_norm: (B, 1, ...) normalized image; soft: (B, 1, ...) soft mask in [0, 1]; residual: (B, 1, ...) window units.
-    Returns x_hat (normalized); voxels with soft == 0 are returned unchanged, bit for bit.
+    Returns x_hat (normalized); voxels with soft == 0 are returned unchanged, bit for bit. The plan-window clip is
+    straight-through for gradients (values are exactly nnU-Net's; see ``CTNormalization.from_hu``).
     """
     hu = norm.to_hu(x_norm) + window.polarity * residual * (window.hu_max - window.hu_min)
-    return torch.lerp(x_norm, norm.from_hu(hu).to(x_norm.dtype), soft.to(x_norm.dtype))
+    return torch.lerp(x_norm, norm.from_hu(hu, straight_through=True).to(x_norm.dtype), soft.to(x_norm.dtype))
 
 
 def select_channel(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

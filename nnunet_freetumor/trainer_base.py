@@ -23,7 +23,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 
-from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfigError
+from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
@@ -70,6 +70,29 @@ def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) 
         )
 
 
+def check_organs_present(preprocessed_folder: Path, cfg: FreeTumorConfig) -> None:
+    """Refuse a dataset in which no preprocessed case contains any configured organ: nothing could be synthesized.
+
+    Reads nnU-Net's per-case properties (their class_locations list the labels of each case); skipped when the folder
+    does not exist yet (nnU-Net itself then says what is missing)."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    if not preprocessed_folder.is_dir():
+        return
+    dataset = infer_dataset_class(str(preprocessed_folder))
+    ids = dataset.get_identifiers(str(preprocessed_folder))
+    ds = dataset(str(preprocessed_folder), ids)
+    for k in ids:
+        locations = ds.load_case(k)[3]["class_locations"]
+        if any(len(locations.get(o, ())) for o in cfg.organ_labels):
+            return
+    raise FreeTumorConfigError(
+        f"none of the {len(ids)} cases in {preprocessed_folder} contains an organ label {list(cfg.organ_labels)}: "
+        "there is no healthy organ to put a synthetic tumor into. Add organ labels to your cases (README: 'Using it "
+        "on your data') or fix the label pairs with `freetumor_config`."
+    )
+
+
 class SyntheticTumorTrainerBase(nnUNetTrainer):
     """Base of the plugin's trainers. Subclasses set ``synthesis_mode`` and may override ``synthesize_batch``."""
 
@@ -114,6 +137,11 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         self.freetumor_config, self.freetumor_config_source = cfg, source
         self.normalizations = ct_normalizations(plans_manager.plans, configuration)
         self._schedule = schedule_overrides()
+        if pre:
+            check_organs_present(
+                Path(pre, plans_manager.dataset_name, plans_manager.get_configuration(configuration).data_identifier),
+                cfg,
+            )
 
     def initialize(self):
         cfg = self.freetumor_config

@@ -94,3 +94,12 @@ def test_handcrafted_synthesis_darkens_by_texture_times_difference_inside_the_ma
     out = handcrafted_synthesis(x, soft, torch.full_like(x, 0.5), 100.0, NORM, -1)
     np.testing.assert_allclose((NORM.to_hu(x) - NORM.to_hu(out))[mask].numpy(), 50.0, rtol=1e-4)
     assert torch.equal(out[~mask], x[~mask])
+
+
+def test_clipped_voxels_still_pass_gradients_to_the_residual_but_values_are_exactly_clipped():
+    x, _, mask = liver_batch(b=1)
+    residual = torch.full_like(x, -0.5, requires_grad=True)  # +212 HU with polarity -1: above the plan's 250 HU
+    out = apply_residual(x, mask.float(), residual, NORM, ABDOMEN)
+    assert torch.allclose(NORM.to_hu(out[mask]), torch.tensor(NORM.upper, dtype=out.dtype), atol=1e-3)
+    out[mask].sum().backward()
+    assert (residual.grad[mask] != 0).all() and (residual.grad[~mask] == 0).all()

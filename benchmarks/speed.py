@@ -1,0 +1,337 @@
+"""Speed ratios of the plugin, each measured within one run (numbers from different runs are never compared).
+
+    python benchmarks/speed.py [--device cpu|cuda] [--quick] [--steps N] [--workdir DIR] [--append RESULTS.md]
+
+Sets up its own workspace (phantom dataset -> plan/preprocess -> a short baseline -> a short generator; model quality is
+irrelevant for timing) and prints:
+1. train_step: mean time per training step of each trainer / nnUNetTrainer on the same plan and patch, with the
+   FreeTumor step split into generator / gate / rest (the split is timed with device synchronisation);
+2. DA worker: time per sample of the training transforms with the synthesis transform / without it;
+3. gate on the tumor-centred crop vs the whole patch: cost ratio and how often the two accept/reject alike;
+4. generator training: samples/s with and without AMP (AMP only on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASET_ID = 902
+DATASET = "Dataset902_FreeTumorBench"
+TRAINERS = [
+    "nnUNetTrainer",
+    "nnUNetTrainerHandcraftedTumor",
+    "nnUNetTrainerHandcraftedTumor_gate",
+    "nnUNetTrainerFreeTumor",
+    "nnUNetTrainerFreeTumor_fullGate",
+]
+
+
+def sh(cmd: list, env: dict) -> None:
+    print("$", " ".join(map(str, cmd)), flush=True)
+    subprocess.run([str(c) for c in cmd], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def setup(work: Path, quick: bool, device: str) -> dict:
+    env = dict(os.environ)
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env[k] = str(work / k)
+        Path(env[k]).mkdir(parents=True, exist_ok=True)
+    env.update(
+        nnUNet_def_n_proc="2", nnUNet_freetumor_epochs="1", nnUNet_freetumor_iters="2", nnUNet_freetumor_val_iters="1"
+    )
+    if not (work / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").is_file():
+        shape = ["24", "48", "48"] if quick else ["32", "64", "64"]
+        sh(
+            [
+                "freetumor_make_demo_dataset",
+                "-d",
+                DATASET_ID,
+                "--name",
+                "FreeTumorBench",
+                "--n_train",
+                8,
+                "--n_test",
+                2,
+                "--shape",
+                *shape,
+                "--overwrite",
+            ],
+            env,
+        )
+        sh(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", 2, "-npfp", 2], env)
+        sh(
+            [
+                "freetumor_config",
+                "-d",
+                DATASET_ID,
+                "--gate_trainer",
+                "nnUNetTrainerBaseline",
+                "--p_synthesis",
+                "1",
+                "--write",
+            ],
+            env,
+        )
+    res = work / "nnUNet_results" / DATASET
+    if not (res / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth").is_file():
+        sh(
+            ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", "nnUNetTrainerBaseline", "-device", "cpu"],
+            {**env, "nnUNet_n_proc_DA": "0"},
+        )
+    if not (res / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0" / "generator_final.safetensors").is_file():
+        feats = ["8", "16", "32"] if quick else ["32", "64", "128", "256", "320"]
+        sh(
+            [
+                "freetumor_train_generator",
+                DATASET_ID,
+                "--epochs",
+                1,
+                "--max_steps_per_epoch",
+                1,
+                "--batch_size",
+                2,
+                "--gen_features",
+                *feats,
+                "--device",
+                "cpu",
+                "--num_workers",
+                0,
+            ],
+            env,
+        )
+    return env
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """Accumulates synchronised wall time of wrapped methods."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.total = device, {}
+
+    def wrap(self, obj, name: str, key: str) -> None:
+        fn = getattr(obj, name)
+
+        def timed(*a, **kw):
+            sync(self.device)
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            sync(self.device)
+            self.total[key] = self.total.get(key, 0.0) + time.perf_counter() - t
+            return out
+
+        setattr(obj, name, timed)
+
+
+def make_trainer(name: str, device: torch.device):
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    tr = get_trainer_from_args(str(DATASET_ID), "3d_fullres", 0, name, "nnUNetPlans", device=device)
+    tr.disable_checkpointing = True
+    tr.on_train_start()
+    tr.on_train_epoch_start()
+    return tr
+
+
+def bench_train_step(device: torch.device, steps: int) -> dict:
+    """Same pre-drawn batches for every trainer of a kind (candidates everywhere: p_synthesis = 1)."""
+    out = {}
+    for name in TRAINERS:
+        tr = make_trainer(name, device)
+        batches = [next(tr.dataloader_train) for _ in range(steps + 1)]
+        timer = Timer(device)
+        if hasattr(tr, "synthesize_crops"):
+            timer.wrap(tr, "synthesize_crops", "generator" if "FreeTumor" in name else "synthesis")
+            timer.wrap(tr, "_gate", "gate")
+        tr.train_step(batches[0])  # warm-up (allocations, cudnn autotune)
+        timer.total.clear()
+        sync(device)
+        t = time.perf_counter()
+        for b in batches[1:]:
+            tr.train_step(b)
+        sync(device)
+        total = (time.perf_counter() - t) / steps
+        out[name] = {"step_s": total, **{k: v / steps for k, v in timer.total.items()}}
+        tr.on_train_end = lambda: None
+        del tr
+    return out
+
+
+def bench_da_workers(samples: int) -> dict:
+    """Per-sample cost of the training transforms: vanilla vs with the synthesis transform (mask / handcrafted)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial
+
+    tr = make_trainer("nnUNetTrainerHandcraftedTumor", torch.device("cpu"))
+    dl = tr.dataloader_train.data_loader if hasattr(tr.dataloader_train, "data_loader") else tr.dataloader_train
+    loader = dl.data_loader if hasattr(dl, "data_loader") else dl
+    keys = loader.indices[:4]
+    crops = []
+    for k in keys:
+        data, seg, _, props = loader._data.load_case(k)
+        crops.append(
+            (torch.from_numpy(np.asarray(data[:])).float(), torch.from_numpy(np.asarray(seg[:])).to(torch.int16))
+        )
+    args = tr.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    ds = tr._get_deep_supervision_scales()
+    patch = tr.configuration_manager.patch_size
+    results = {}
+    for mode in ("vanilla", "mask", "handcrafted"):
+        pipe = nnUNetTrainer.get_training_transforms(patch, args[0], ds, args[3], args[1])
+        if mode != "vanilla":
+            insert_after_spatial(
+                pipe.transforms,
+                TumorSynthesisTransform(tr.freetumor_config, tr.configuration_manager.spacing, mode, tr.normalizations),
+            )
+        np.random.seed(0)
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        for i in range(samples):
+            img, seg = crops[i % len(crops)]
+            pipe(image=img.clone(), segmentation=seg.clone())
+        results[mode] = (time.perf_counter() - t) / samples
+    return results
+
+
+def bench_gate(device: torch.device, n: int) -> dict:
+    """Gate decisions and cost on the same synthetic tumors: tumor-centred crop vs whole patch."""
+    tr = make_trainer("nnUNetTrainerFreeTumor", device)
+    agree, total, t_crop, t_full = 0, 0, 0.0, 0.0
+    cfg = tr.freetumor_config
+    while total < n:
+        batch = next(tr.dataloader_train)
+        p = {}
+        for bbox in (True, False):
+            tr.freetumor_config = cfg.replace(gate_bbox_crop=bbox)
+            captured = {}
+            orig = tr._gate
+
+            def spy(*a, _orig=orig, _c=captured, **kw):
+                sync(device)
+                t = time.perf_counter()
+                out = _orig(*a, **kw)
+                sync(device)
+                _c["t"], _c["p"] = time.perf_counter() - t, out
+                return out
+
+            tr._gate = spy
+            np.random.seed(total)
+            torch.manual_seed(total)
+            tr.synthesize_batch(
+                {
+                    k: (v.clone() if torch.is_tensor(v) else [x.clone() for x in v] if isinstance(v, list) else v)
+                    for k, v in batch.items()
+                }
+            )
+            tr._gate = orig
+            if "p" in captured:
+                p[bbox] = captured["p"].cpu()
+                if bbox:
+                    t_crop += captured["t"]
+                else:
+                    t_full += captured["t"]
+        if len(p) == 2:
+            a = p[True] >= cfg.gate_threshold
+            b = p[False] >= cfg.gate_threshold
+            agree += int((a == b).sum())
+            total += len(a)
+    tr.freetumor_config = cfg
+    return {"n": total, "agreement": agree / max(total, 1), "cost_ratio_crop_vs_full": t_crop / max(t_full, 1e-9)}
+
+
+def bench_generator(device: torch.device, steps: int) -> dict:
+    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+
+    out = {}
+    for amp in [False, True] if device.type == "cuda" else [False]:
+        args = GeneratorTrainingArgs(
+            dataset=str(DATASET_ID), epochs=1, batch_size=2, device=device.type, num_workers=0, amp=amp
+        )
+        g = GeneratorTrainer(args, os.environ["nnUNet_results"], os.environ["nnUNet_preprocessed"])
+        batches = [b for _, b in zip(range(steps + 1), g.loader())]
+        g.step(batches[0])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        t = time.perf_counter()
+        for b in batches[1:]:
+            g.step(b)
+        sync(device)
+        dt = time.perf_counter() - t
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        out["amp" if amp else "fp32"] = {"samples_per_s": len(batches[1:]) * args.batch_size / dt, "peak_gib": peak}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny images and networks (CI-sized)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per trainer [5, quick: 3]")
+    ap.add_argument("--workdir", default=None, help="workspace (kept between runs) [a temporary folder]")
+    ap.add_argument("--append", default=None, help="append the tables to this Markdown file")
+    a = ap.parse_args()
+    steps = a.steps or (3 if a.quick else 5)
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="freetumor_speed_"))
+    env = setup(work, a.quick, a.device)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    for k in ("nnUNet_freetumor_epochs", "nnUNet_freetumor_iters", "nnUNet_freetumor_val_iters"):
+        os.environ.pop(k, None)
+    device = torch.device(a.device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    steps_res = bench_train_step(device, steps)
+    base = steps_res["nnUNetTrainer"]["step_s"]
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, device {device}" + (
+        f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
+    )
+    lines = [
+        f"### Speed ({'quick' if a.quick else 'default'} setting; {machine}; torch {torch.__version__})",
+        "",
+        "| trainer | train_step [s] | ratio vs nnUNetTrainer | generator / synthesis [s] | gate [s] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in steps_res.items():
+        lines.append(
+            f"| {name} | {r['step_s']:.3f} | {r['step_s'] / base:.2f} | "
+            f"{r.get('generator', r.get('synthesis', 0)):.3f} | {r.get('gate', 0):.3f} |"
+        )
+    da = bench_da_workers(8 if a.quick else 20)
+    lines += ["", "| DA worker pipeline | s / sample | ratio vs vanilla |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.4f} | {v / da['vanilla']:.2f} |" for k, v in da.items()]
+    gate = bench_gate(device, 8 if a.quick else 24)
+    lines += [
+        "",
+        f"Gate on the tumor-centred crop vs the whole patch: {gate['n']} synthetic tumors, decisions agree "
+        f"{100 * gate['agreement']:.0f} %, cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
+    ]
+    gen = bench_generator(device, steps)
+    lines += ["", "| generator training | samples/s | peak GPU memory [GiB] |", "|---|---|---|"]
+    lines += [f"| {k} | {v['samples_per_s']:.2f} | {v['peak_gib']:.2f} |" for k, v in gen.items()]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    print(json.dumps({"train_step": steps_res, "da": da, "gate": gate, "generator": gen}, indent=1))
+    if a.append:
+        with open(a.append, "a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

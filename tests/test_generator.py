@@ -1,0 +1,218 @@
+"""Generator: losses, networks, safe checkpoints, optimisation, exact resume and DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, clean_env, run
+
+from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.generator import checkpoint
+from nnunet_freetumor.generator.data import GlobalBatchSampler
+from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
+from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, unet_spec
+from nnunet_freetumor.synthesis import generator_residual
+
+
+def logits_with(channel: int, shape=(2, 3, 4, 5, 6), strength: float = 30.0) -> torch.Tensor:
+    t = torch.zeros(shape)
+    t[:, channel] = strength
+    return t
+
+
+def test_seg_guided_loss_is_zero_when_s_sees_tumor_everywhere_in_m_and_one_when_it_sees_none():
+    mask = torch.zeros((2, 1, 4, 5, 6), dtype=torch.bool)
+    mask[:, :, 1:3, 1:4, 2:5] = True
+    assert torch.allclose(seg_guided_loss(logits_with(2), [2], mask), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(seg_guided_loss(logits_with(1), [2], mask), torch.ones(2), atol=1e-6)
+    # several tumor classes: their probabilities add up (any tumor counts)
+    half = torch.zeros((2, 5, 4, 5, 6))
+    half[:, 2] = half[:, 4] = 10.0
+    assert torch.allclose(seg_guided_loss(half, [2, 4], mask), torch.zeros(2), atol=1e-3)
+    # voxels outside M do not matter
+    outside = logits_with(1)
+    outside[:, :, 1:3, 1:4, 2:5] = logits_with(2)[:, :, 1:3, 1:4, 2:5]
+    assert torch.allclose(seg_guided_loss(outside, [2], mask), torch.zeros(2), atol=1e-6)
+
+
+def test_adversarial_losses_reward_the_right_discriminator_answers():
+    mask = torch.ones((1, 1, 4, 5, 6), dtype=torch.bool)
+    fooled, caught = logits_with(C_REAL, (1, 3, 4, 5, 6)), logits_with(C_FAKE, (1, 3, 4, 5, 6))
+    assert generator_adversarial_loss(fooled, mask) < 1e-3 < 1 < generator_adversarial_loss(caught, mask)
+    assert discriminator_loss(caught, mask, C_FAKE) < 1e-3 < 1 < discriminator_loss(fooled, mask, C_FAKE)
+
+
+def test_generator_has_one_output_channel_per_organ_and_a_bounded_smooth_residual():
+    torch.manual_seed(0)
+    g = build(unet_spec([4, 8, 16], in_channels=1, out_channels=3))
+    out = g(torch.rand(2, 1, 16, 16, 16))
+    assert out.shape == (2, 3, 16, 16, 16)
+    r = generator_residual(out[:, :1])
+    assert r.abs().max() <= 1.0
+    # the 7-tap blur makes the residual smoother than tanh(G(x)) itself
+    assert r.diff(dim=-1).abs().mean() < torch.tanh(out[:, :1]).diff(dim=-1).abs().mean()
+
+
+def test_checkpoint_round_trip_is_bit_exact_including_optimizer_state_and_shared_tensors(tmp_path):
+    torch.manual_seed(0)
+    g = build(unet_spec([4, 8], 1, 2))
+    opt = torch.optim.AdamW(g.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    g(torch.rand(1, 1, 8, 8, 8)).sum().backward()
+    opt.step()
+    checkpoint.save(tmp_path / "c.safetensors", {"g": g.state_dict(), "opt": opt.state_dict()}, {"kind": "test"})
+    state, meta = checkpoint.load(tmp_path / "c.safetensors")
+    assert meta == {"kind": "test"}
+    for k, v in g.state_dict().items():
+        assert torch.equal(state["g"][k], v), k
+    opt2 = torch.optim.AdamW(build(unet_spec([4, 8], 1, 2)).parameters(), lr=0.5)
+    opt2.load_state_dict(state["opt"])
+    ref = opt.state_dict()
+    assert opt2.state_dict()["param_groups"][0]["lr"] == 1e-3
+    for pid, st in ref["state"].items():
+        for name, value in st.items():
+            assert torch.equal(opt2.state_dict()["state"][pid][name], value)
+    assert (tmp_path / "c.json").is_file()  # readable metadata beside the weights
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path(os.environ['EXPLOIT_MARKER'])}",))
+
+
+def test_loading_a_pickle_disguised_as_a_checkpoint_never_runs_its_code(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
+    bad = tmp_path / "generator_final.safetensors"
+    bad.write_bytes(pickle.dumps({"weights": _Exploit()}))
+    with pytest.raises(FreeTumorConfigError):
+        checkpoint.load(bad)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    checkpoint.save(tmp_path / "c.safetensors", {"w": torch.rand(100)}, {"kind": "x"})
+    data = (tmp_path / "c.safetensors").read_bytes()
+    (tmp_path / "c.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FreeTumorConfigError, match="corrupt or truncated|not a nnunet-freetumor"):
+        checkpoint.load(tmp_path / "c.safetensors")
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_sampler_covers_every_case_for_any_world_size_and_keeps_global_batches(world):
+    n, gb = 7, 4
+    per_rank = [list(GlobalBatchSampler(n, gb, world, r)) for r in range(world)]
+    merged = sorted(i for r in per_rank for i in r)
+    assert merged == list(range(8))  # 7 cases padded to two global batches, nothing dropped
+    assert {i % n for i in merged} == set(range(n))
+    with pytest.raises(FreeTumorConfigError):
+        GlobalBatchSampler(n, 3, 2, 0)
+
+
+# --- in-process training on the phantom -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nnunet_paths(demo: Demo, monkeypatch):
+    """In-process runs: nnU-Net's path variables and the plugin's trainer folder (as the .pth would set them)."""
+    for k, v in demo.dirs.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.setenv("nnUNet_extTrainer", str(Path(__file__).parents[1] / "nnunet_freetumor" / "trainers"))
+
+
+def make_trainer(demo: Demo, baseline: Path, results: Path, **kw):
+    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+
+    args = GeneratorTrainingArgs(
+        dataset=str(DATASET_ID),
+        fold="0",
+        epochs=kw.pop("epochs", 2),
+        batch_size=2,
+        gen_features=(4, 8, 16),
+        disc_features=(4, 8),
+        device="cpu",
+        num_workers=0,
+        gate_checkpoint=str(baseline),
+        **kw,
+    )
+    return GeneratorTrainer(args, results, demo.dirs["nnUNet_preprocessed"])
+
+
+class DarknessSegmenter(torch.nn.Module):
+    """A stand-in S with a known answer: 'tumor' where the image is dark (bg, liver, tumor logits). A 4-iteration
+    baseline has not learned anything yet, so its gradients say nothing; this one always does."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), torch.zeros_like(x), -3.0 * x], 1)
+
+
+@pytest.mark.e2e
+def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, baseline, tmp_path, nnunet_paths):
+    tr = make_trainer(demo, baseline, tmp_path, lr=3e-3, losses="seg")
+    tr.seg.network = DarknessSegmenter()
+    batch = next(iter(tr.loader()))
+
+    def l_seg() -> float:
+        with torch.no_grad():
+            _, x_hat, mask = tr.synthesize(batch)
+            logits = tr.seg.network(x_hat)
+            return float(seg_guided_loss(logits, tr.cfg.tumor_labels, mask).mean())
+
+    before = l_seg()
+    for _ in range(15):
+        tr.step(batch)
+    after = l_seg()
+    assert after < before - 0.05, (before, after)
+
+
+@pytest.mark.e2e
+def test_resuming_after_an_interrupted_run_continues_exactly(demo, baseline, tmp_path, nnunet_paths):
+    straight = make_trainer(demo, baseline, tmp_path / "a", max_steps_per_epoch=2)
+    straight.run()
+    first = make_trainer(demo, baseline, tmp_path / "b", max_steps_per_epoch=2, epochs=2)
+    first.args.epochs = 1  # "killed" after epoch 0 (checkpoint_latest written at its end)
+    first.run()
+    resumed = make_trainer(demo, baseline, tmp_path / "b", max_steps_per_epoch=2, epochs=2)
+    assert resumed.resume() and resumed.epoch == 1
+    resumed.run()
+    for (k, a), b in zip(straight.G.state_dict().items(), resumed.G.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+
+
+@pytest.mark.e2e
+def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path):
+    """Same global batch, split over 2 CPU processes (gloo): the same losses and the same weight updates, up to
+    float reduction order (Adam turns sign flips of near-zero gradients into +-lr, so compare the update as a whole)."""
+    common = ["-f", 0, *GENERATOR_ARGS, "--gate_checkpoint", baseline, "--seed", 3]
+    results, history = {}, {}
+    for name, launcher in {
+        "one": [],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2],
+    }.items():
+        out = tmp_path / name
+        env = clean_env(demo.dirs, nnUNet_results=str(out), OMP_NUM_THREADS="1")
+        cmd = (
+            [*launcher, Path(sys.executable).parent / "freetumor_train_generator"]
+            if launcher
+            else ["freetumor_train_generator"]
+        )
+        run([*cmd, DATASET_ID, *common], env)
+        folder = out / DATASET / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
+        state, meta = checkpoint.load(folder / "generator_final.safetensors")
+        results[name] = state["generator"]
+        history[name] = json.loads((folder / "progress.json").read_text())
+        spec = meta["generator"]
+    for key in ("loss_seg", "loss_cls", "loss_c"):
+        assert history["one"][0][key] == pytest.approx(history["two"][0][key], rel=1e-4), key
+    torch.manual_seed(3)
+    initial = build(spec).state_dict()  # the trainer builds G first after seeding
+    update = torch.cat([(results["one"][k] - initial[k]).flatten() for k in initial if k in results["one"]])
+    diff = torch.cat([(results["one"][k] - results["two"][k]).flatten() for k in initial if k in results["one"]])
+    assert update.norm() > 0
+    assert diff.norm() < 0.05 * update.norm(), (float(diff.norm()), float(update.norm()))
