@@ -918,3 +918,60 @@ def write_summary(summary: dict[str, Any], output_json: str | os.PathLike) -> tu
     atomic_write_text(out_json, text_json)
     atomic_write_text(out_md, text_md)
     return out_json, out_md
+
+
+def headline(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers FreeTumor's claims are about, from one ``evaluate_folder`` summary: Dice of the tumor classes
+    (mean over classes), pooled lesion sensitivity / precision, sensitivity of the smallest size stratum (< 2 cm by
+    default), patient-level specificity."""
+    lesion = list(summary["lesion"].values())
+    tumor_names = {v["name"] for v in lesion}
+    dice = [v.get("Dice") for v in summary["dice"]["mean"].values() if v.get("name") in tumor_names]
+    dice = [d for d in dice if d is not None]
+
+    def pooled(key_num: str, key_den: str) -> float | None:
+        return safe_div(sum(v[key_num] for v in lesion), sum(v[key_den] for v in lesion))
+
+    small_det = sum(v["strata"][0]["n_detected"] for v in lesion if v["strata"])
+    small_n = sum(v["strata"][0]["n_gt_lesions"] for v in lesion if v["strata"])
+    return {
+        "dice_tumor": float(np.mean(dice)) if dice else None,
+        "lesion_sensitivity": pooled("n_detected", "n_gt_lesions"),
+        "lesion_precision": pooled("n_tp_pred", "n_pred_lesions"),
+        "small_lesion_sensitivity": safe_div(small_det, small_n),
+        "patient_specificity": summary["patient"]["specificity"],
+    }
+
+
+def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of ``headline`` numbers, one row per named summary (e.g. per trainer)."""
+    rows = []
+    for name, s in summaries.items():
+        h = headline(s)
+        rows.append(
+            [
+                name,
+                *(
+                    _fmt(h[k])
+                    for k in (
+                        "dice_tumor",
+                        "lesion_sensitivity",
+                        "small_lesion_sensitivity",
+                        "lesion_precision",
+                        "patient_specificity",
+                    )
+                ),
+            ]
+        )
+    small = next(
+        (v["strata"][0]["name"] for s in summaries.values() for v in s["lesion"].values() if v["strata"]), "small"
+    )
+    header = [
+        "",
+        "Dice (tumor)",
+        "lesion sensitivity",
+        f"sensitivity {small}",
+        "lesion precision",
+        "patient specificity",
+    ]
+    return "\n".join(_table(header, rows))

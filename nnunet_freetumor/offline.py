@@ -31,13 +31,10 @@ The output folder is built in a hidden temporary sibling and renamed at the end:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +48,7 @@ from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
+from nnunet_freetumor.io import staged_folder
 from nnunet_freetumor.labels import config_for_dataset, healthy_organs
 from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
 from nnunet_freetumor.plots import Example, save_montage
@@ -91,7 +89,7 @@ def resample_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     out = occ >= 0.5
     if not bool(out.any()) and bool(mask.any()):
         scale = torch.tensor([t / n for t, n in zip(size, mask.shape)], dtype=torch.float64)
-        idx = ((torch.nonzero(mask).double() + 0.5) * scale).long()
+        idx = ((torch.nonzero(mask).cpu().double() + 0.5) * scale).long()
         idx = torch.minimum(idx, torch.tensor(list(size)) - 1)
         out[tuple(idx.T.to(out.device))] = True
     return out
@@ -218,29 +216,6 @@ def write_like(array: np.ndarray, reference, path: str | os.PathLike) -> None:
     img = sitk.GetImageFromArray(array)
     img.CopyInformation(reference)
     sitk.WriteImage(img, str(path), useCompression=True)
-
-
-@contextlib.contextmanager
-def staged_folder(target: Path) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``target``; on success it replaces ``target`` (an existing one is removed
-    only after the new one is in place), on any error it is deleted. Hidden, so nnU-Net's dataset lookup ignores it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --- the source dataset and its models ----------------------------------------------------------------------------
@@ -491,7 +466,6 @@ class OfflineExport:
             path=path,
         )
         self.generator_path = path
-        self.generator_meta = meta
         self.generator_divisor = divisor(meta["generator"])
         self.generator_spacing = tuple(float(s) for s in meta["spacing"])
         self.generator_norm = CTNormalization(**meta["normalization"])
@@ -546,14 +520,15 @@ class OfflineExport:
                     plan_hu = gen_hu
             else:
                 out = handcrafted_box(hu, soft, spacing, cfg, rng)
-        result = Attempt(organ, size_class.name, sigma, mask, box, out.cpu())
+        finite = bool(torch.isfinite(out).all())
+        result = Attempt(organ, size_class.name, sigma, mask, box, out.cpu(), accepted=finite)
         if self.seg is not None:
             if plan_hu is None:
                 plan_hu = resample(out[None, None], size_at_spacing(out.shape, spacing, self.plan_spacing))[0, 0]
             plan_mask = resample_mask(m, plan_hu.shape)
             result.p = gate_p(self.seg, plan_hu, plan_mask, cfg.tumor_labels)
-            finite = torch.isfinite(out).all().view(1)
-            result.accepted = bool(gate_accept(torch.tensor([result.p]), cfg.gate_threshold, finite.cpu())[0])
+            accept = gate_accept(torch.tensor([result.p]), cfg.gate_threshold, torch.tensor([finite]))
+            result.accepted = bool(accept[0])
         return result
 
     def _case_rng(self, identifier: str, k: int) -> np.random.Generator:
@@ -563,7 +538,7 @@ class OfflineExport:
     def run(self, progress: bool = True) -> ExportResult:
         from tqdm import tqdm
 
-        req, cfg = self.req, self.cfg
+        req = self.req
         result = ExportResult(self.target)
         with staged_folder(self.target) as tmp:
             for sub in ("imagesTr", "labelsTr", MASKS_FOLDER, PNG_FOLDER):
@@ -605,7 +580,9 @@ class OfflineExport:
                                 "source_case": case.identifier,
                                 "accepted": False,
                                 "gate_p": tries,
-                                "reason": "rejected by the quality gate" if tries else "no room for a tumor centre",
+                                "reason": "rejected by the quality gate"
+                                if self.seg is not None and tries
+                                else "no room for a tumor centre or a non-finite result",
                             }
                         )
                         continue
@@ -614,18 +591,26 @@ class OfflineExport:
                     entry["tries"] = len(tries)
                     result.written.append(entry)
             if not result.written:
-                why = (
-                    f"the quality gate (T = {cfg.gate_threshold}) rejected every synthetic tumor "
-                    f"({len(result.rejected)} case(s), {MAX_TRIES} tries each). Train the baseline longer, lower "
-                    "--gate_threshold, or export without --gate"
-                    if result.rejected
-                    else f"no training case of {self.name} has a {'healthy ' if req.cases == 'healthy' else ''}organ "
-                    f"with >= {cfg.mask.min_organ_voxels} voxels of the configured organ labels {cfg.organ_labels}"
-                    + (": add healthy cases or use --cases all" if req.cases == "healthy" else "")
-                )
-                raise FreeTumorConfigError(f"{why}. Nothing was written.")
+                raise FreeTumorConfigError(f"{self._nothing_written(result)}. Nothing was written.")
             self._write_metadata(tmp, result)
         return result
+
+    def _nothing_written(self, result: ExportResult) -> str:
+        cfg = self.cfg
+        if result.rejected and self.seg is not None:
+            return (
+                f"the quality gate (T = {cfg.gate_threshold}) rejected every synthetic tumor ({len(result.rejected)} "
+                f"case(s), {MAX_TRIES} tries each). Train the baseline longer, lower --gate_threshold, or export "
+                "without --gate"
+            )
+        if result.rejected:
+            return f"no tumor could be placed in the organs of the {len(result.rejected)} candidate case(s)"
+        healthy = self.req.cases == "healthy"
+        return (
+            f"no training case of {self.name} has a {'tumor-free ' if healthy else ''}organ with >= "
+            f"{cfg.mask.min_organ_voxels} voxels of the configured organ labels {list(cfg.organ_labels)}"
+            + (": add healthy cases or use --cases all" if healthy else "")
+        )
 
     def _write_case(self, tmp, out_id, case, a: Attempt, image, labels, image_ref, label_ref, out_dtype) -> dict:
         cfg, tb = self.cfg, self.transpose_backward

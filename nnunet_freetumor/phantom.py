@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from nnunet_freetumor.evaluation import longest_diameter_mm
+from nnunet_freetumor.io import staged_folder
 
 # longest diameter (mm) of each lesion size class: [min, max)
 SIZE_CLASSES: dict[str, tuple[float, float]] = {
@@ -243,12 +242,7 @@ def make_demo_dataset(
         )
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists: pass --overwrite to replace it")
-    raw_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
-    try:
+    with staged_folder(target) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             (tmp / sub).mkdir()
         n_healthy = int(round(n_train * healthy_fraction))
@@ -299,14 +293,4 @@ def make_demo_dataset(
             },
         )
         (tmp / "phantom_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

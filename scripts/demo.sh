@@ -74,13 +74,11 @@ done
 python - "$work" <<'PY'
 import json, sys
 from pathlib import Path
+from nnunet_freetumor.evaluation import comparison_table
 work = Path(sys.argv[1])
-print(f"\n{'trainer':34s} {'Dice tumor':>10s} {'lesion sens.':>12s} {'small-lesion sens.':>18s}")
-for tr in ("nnUNetTrainerBaseline", "nnUNetTrainerHandcraftedTumor", "nnUNetTrainerFreeTumor"):
-    s = json.loads((work / "predictions" / tr / "summary_freetumor.json").read_text())
-    t = s["summary"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-    print(f"{tr:34s} {fmt(t['dice_tumor']):>10s} {fmt(t['lesion_sensitivity']):>12s} {fmt(t['small_lesion_sensitivity']):>18s}")
+trainers = ("nnUNetTrainerBaseline", "nnUNetTrainerHandcraftedTumor", "nnUNetTrainerFreeTumor")
+print("\n" + comparison_table({t: json.loads((work / "predictions" / t / "summary_freetumor.json").read_text())
+                               for t in trainers}))
 PY
 
 ds_res="$nnUNet_results/$ds"
