@@ -62,7 +62,7 @@ class EvaluationError(ValueError):
     """Bad input the user must fix (missing cases, geometry mismatch, unknown labels, ...); the message says which."""
 
 
-# --- small helpers ---------------------------------------------------------------------------------------------------
+# --- small helpers -------------------------------------------------------------------------------------------------
 
 
 def safe_div(num: float, den: float) -> float | None:
@@ -105,7 +105,7 @@ def _spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
     return sp
 
 
-# --- longest diameter ------------------------------------------------------------------------------------------------
+# --- longest diameter ----------------------------------------------------------------------------------------------
 
 
 def _extreme_points(idx: np.ndarray) -> np.ndarray:
@@ -184,7 +184,7 @@ def lesion_diameters_mm(mask: np.ndarray, spacing: Sequence[float], connectivity
     return [d for _, d in _component_stats(labels, n, sp)]
 
 
-# --- lesion matching -------------------------------------------------------------------------------------------------
+# --- lesion matching -----------------------------------------------------------------------------------------------
 
 
 def match_lesions(
@@ -253,7 +253,7 @@ def match_lesions(
     }
 
 
-# --- aggregation -----------------------------------------------------------------------------------------------------
+# --- aggregation ---------------------------------------------------------------------------------------------------
 
 
 def stratum_names(size_bins_mm: Sequence[float]) -> list[str]:
@@ -381,7 +381,7 @@ def aggregate_dice(per_case_metrics: Sequence[dict[str, dict[str, Any]]]) -> dic
     return {"mean": means, "foreground_mean": fg}
 
 
-# --- dataset / files -------------------------------------------------------------------------------------------------
+# --- dataset / files -----------------------------------------------------------------------------------------------
 
 
 def is_tumor_name(name: str) -> bool:
@@ -516,7 +516,7 @@ def reader_writer_for(dataset_json: dict[str, Any], example_file: str | os.PathL
         raise EvaluationError(f"no nnU-Net reader can open {example_file}") from None
 
 
-# --- one case --------------------------------------------------------------------------------------------------------
+# --- one case ------------------------------------------------------------------------------------------------------
 
 
 class _Preloaded:
@@ -665,7 +665,7 @@ def _map_cases(jobs: list[_Job], num_processes: int, progress: bool) -> list[dic
         return list(tqdm(pool.imap(_run_job, jobs), **bar))
 
 
-# --- whole folder ----------------------------------------------------------------------------------------------------
+# --- whole folder --------------------------------------------------------------------------------------------------
 
 
 def evaluate_folder(
@@ -764,7 +764,7 @@ def json_ready(obj: Any) -> Any:
     return _num(obj)
 
 
-# --- reports ---------------------------------------------------------------------------------------------------------
+# --- reports -------------------------------------------------------------------------------------------------------
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

@@ -64,7 +64,7 @@ MAX_TRIES = 5  # masks drawn per output case when the gate rejects
 HU_IDENTITY = CTNormalization(mean=0.0, std=1.0, lower=-np.inf, upper=np.inf)
 
 
-# --- geometry ---------------------------------------------------------------------------------------------------------
+# --- geometry ------------------------------------------------------------------------------------------------------
 
 
 def size_at_spacing(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -111,7 +111,7 @@ def unclipped(norm: CTNormalization) -> CTNormalization:
     return replace(norm, lower=-np.inf, upper=np.inf)
 
 
-# --- synthesis in a box -----------------------------------------------------------------------------------------------
+# --- synthesis in a box --------------------------------------------------------------------------------------------
 
 
 def generator_box(
@@ -165,7 +165,7 @@ def gate_p(seg: FrozenSegmenter, hu: torch.Tensor, mask: torch.Tensor, tumor_lab
     return float(gate_proportion(logits.float(), mask[None, None].to(device), tumor_labels)[0])
 
 
-# --- raw files --------------------------------------------------------------------------------------------------------
+# --- raw files -----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def write_like(array: np.ndarray, reference, path: str | os.PathLike) -> None:
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
-# --- the source dataset and its models ----------------------------------------------------------------------------
+# --- the source dataset and its models -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def load_gate_model(
     ).to(torch.device(device))
 
 
-# --- the export -------------------------------------------------------------------------------------------------------
+# --- the export ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ SCHEDULE_ENV = {
     "nnUNet_freetumor_iters": "num_iterations_per_epoch",
     "nnUNet_freetumor_val_iters": "num_val_iterations_per_epoch",
 }
+SEED_ENV = "nnUNet_freetumor_seed"
 MAX_EXAMPLES = 6
 
 
@@ -59,6 +60,23 @@ def schedule_overrides(environ=os.environ) -> dict[str, int]:
                 raise FreeTumorConfigError(f"{var} must be a positive integer, got {environ[var]!r}") from None
             out[attr] = value
     return out
+
+
+def seed_from_env(trainer: nnUNetTrainer, environ=os.environ) -> None:
+    """Seed python, numpy and torch from ``nnUNet_freetumor_seed`` (repeated runs for benchmarks). Deterministic with
+    ``nnUNet_n_proc_DA=0`` on the CPU; nnU-Net's DA worker processes and cuDNN autotuning are not seeded."""
+    if not environ.get(SEED_ENV):
+        return
+    import random
+
+    try:
+        seed = int(environ[SEED_ENV])
+    except ValueError:
+        raise FreeTumorConfigError(f"{SEED_ENV} must be an integer, got {environ[SEED_ENV]!r}") from None
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    trainer.print_to_log_file(f"seeded from {SEED_ENV}={seed}")
 
 
 def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) -> None:
@@ -150,6 +168,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
             f"FreeTumor: {type(self).__name__}, config from {self.freetumor_config_source}; organ->tumor: {pairs}; "
             f"p_synthesis={cfg.p_synthesis}"
         )
+        seed_from_env(self)
         super().initialize()
 
     def on_train_start(self):

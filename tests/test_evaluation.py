@@ -36,7 +36,7 @@ def box(shape, *slices) -> np.ndarray:
     return m
 
 
-# --- lesion matching -------------------------------------------------------------------------------------------------
+# --- lesion matching -----------------------------------------------------------------------------------------------
 
 
 def test_two_gt_lesions_one_detected_gives_sensitivity_half():
@@ -101,7 +101,7 @@ def test_volume_ml_uses_spacing():
     assert r["gt_lesions"][0]["volume_ml"] == pytest.approx(100 * 1.0 / 1000)
 
 
-# --- diameters: centre-to-centre convention, exact ------------------------------------------------------------------
+# --- diameters: centre-to-centre convention, exact -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -150,7 +150,7 @@ def test_diameter_equals_brute_force_on_random_blobs_flat_and_thin_ones_included
         assert longest_diameter_mm(mask, spacing) == pytest.approx(brute, rel=1e-12)
 
 
-# --- strata and patient level ----------------------------------------------------------------------------------------
+# --- strata and patient level --------------------------------------------------------------------------------------
 
 
 def test_stratification_puts_lesions_in_the_right_bins():
@@ -185,7 +185,7 @@ def test_tumor_classes_come_from_label_names_or_the_override():
         dataset_classes({"labels": labels}, ["7"])
 
 
-# --- files: a tiny dataset written with SimpleITK --------------------------------------------------------------------
+# --- files: a tiny dataset written with SimpleITK ------------------------------------------------------------------
 
 SHAPE = (8, 32, 32)  # (z, y, x)
 SITK_SPACING = (1.0, 1.0, 2.5)  # (x, y, z) as SimpleITK has it: z is 2.5 mm

@@ -114,7 +114,7 @@ def test_sampler_covers_every_case_for_any_world_size_and_keeps_global_batches(w
         GlobalBatchSampler(n, 3, 2, 0)
 
 
-# --- in-process training on the phantom -------------------------------------------------------------------------
+# --- in-process training on the phantom ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -212,7 +212,10 @@ def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path
         assert history["one"][0][key] == pytest.approx(history["two"][0][key], rel=1e-4), key
     torch.manual_seed(3)
     initial = build(spec).state_dict()  # the trainer builds G first after seeding
-    update = torch.cat([(results["one"][k] - initial[k]).flatten() for k in initial if k in results["one"]])
-    diff = torch.cat([(results["one"][k] - results["two"][k]).flatten() for k in initial if k in results["one"]])
+    # Conv biases right before instance norm have a gradient of exactly 0 in theory (the norm removes them); Adam
+    # turns the float noise there into +-lr steps, so only the weight tensors carry a meaningful comparison.
+    keys = [k for k in initial if k in results["one"] and initial[k].ndim > 1]
+    update = torch.cat([(results["one"][k] - initial[k]).flatten() for k in keys])
+    diff = torch.cat([(results["one"][k] - results["two"][k]).flatten() for k in keys])
     assert update.norm() > 0
-    assert diff.norm() < 0.05 * update.norm(), (float(diff.norm()), float(update.norm()))
+    assert diff.norm() < 1e-3 * update.norm(), (float(diff.norm()), float(update.norm()))

@@ -90,7 +90,7 @@ def stub_segmenter(threshold: float) -> FrozenSegmenter:
     )
 
 
-# --- geometry ---------------------------------------------------------------------------------------------------------
+# --- geometry ------------------------------------------------------------------------------------------------------
 
 
 def test_size_at_spacing_keeps_the_physical_extent():
@@ -144,7 +144,7 @@ def test_synthesis_box_holds_the_generator_crop_in_mm_and_the_mask_with_its_marg
     assert [b.stop - b.start for b in small] == [4 + 2 * 2, 20 + 2 * 14, 20 + 2 * 14]
 
 
-# --- synthesis in a box -----------------------------------------------------------------------------------------------
+# --- synthesis in a box --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("generator_spacing", [(2.5, 1.0, 1.0), (1.5, 1.5, 1.5)])
@@ -211,7 +211,7 @@ def test_gate_p_is_the_share_of_mask_voxels_the_segmenter_calls_tumor():
     assert gate_p(seg, hu, dark, (2,)) == pytest.approx(1.0)
 
 
-# --- files and folders ------------------------------------------------------------------------------------------------
+# --- files and folders ---------------------------------------------------------------------------------------------
 
 
 def test_staged_folder_leaves_nothing_behind_on_error_and_replaces_the_target_on_success(tmp_path):
@@ -248,7 +248,7 @@ def test_raw_training_cases_refuse_datasets_nnunet_does_not_read_with_simpleitk(
         raw_training_cases(tmp_path, {"file_ending": ".nii.gz", "channel_names": {"0": "CT", "1": "PET"}})
 
 
-# --- the export on a hand-made dataset (no trained models) ------------------------------------------------------------
+# --- the export on a hand-made dataset (no trained models) ---------------------------------------------------------
 
 SRC = "Dataset990_Mini"
 SPACING_ZYX = (3.0, 1.5, 1.2)
@@ -391,7 +391,7 @@ def test_the_export_refuses_unplanned_datasets_unknown_configurations_and_missin
         OfflineExport(ExportRequest(dataset=SRC, out_id=990, method="handcrafted"), raw, pre, None)
 
 
-# --- end to end: the console scripts on the phantom, with the trained models ------------------------------------------
+# --- end to end: the console scripts on the phantom, with the trained models ---------------------------------------
 
 
 def _export_checks(demo: Demo, out_name: str, n_expected: int) -> list[dict]:

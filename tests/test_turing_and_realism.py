@@ -26,7 +26,7 @@ from nnunet_freetumor.realism import (
 )
 from nnunet_freetumor.turing import axial_crop, make_kit, score
 
-# --- scoring ----------------------------------------------------------------------------------------------------------
+# --- scoring --------------------------------------------------------------------------------------------------------
 
 KEY = [("a", "synthetic"), ("b", "synthetic"), ("c", "synthetic"), ("d", "synthetic")] + [(x, "real") for x in "efghij"]
 
@@ -72,7 +72,7 @@ def test_score_refuses_a_sheet_without_the_answer_column(tmp_path):
         score(write_csv(tmp_path / "answers.csv", "id,guess", [(i, "real") for i, _ in KEY]), key)
 
 
-# --- Fréchet distance -------------------------------------------------------------------------------------------------
+# --- Fréchet distance ----------------------------------------------------------------------------------------------
 
 
 def reference_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +130,7 @@ def test_shrinkage_makes_a_small_sample_covariance_full_rank_and_keeps_its_trace
     assert np.isfinite(frechet_distance(feats, feats + 1, shrinkage=0.2))
 
 
-# --- features of the frozen segmenter ---------------------------------------------------------------------------------
+# --- features of the frozen segmenter ------------------------------------------------------------------------------
 
 
 def tiny_segmenter(divisor=(4, 4, 4)) -> FrozenSegmenter:
@@ -152,7 +152,7 @@ def test_encoder_features_are_the_global_average_of_the_deepest_skip():
     assert odd.shape == (2, 16) and torch.isfinite(odd).all()
 
 
-# --- lesions, crops and the kit ---------------------------------------------------------------------------------------
+# --- lesions, crops and the kit ------------------------------------------------------------------------------------
 
 
 def write_image(path: Path, array: np.ndarray, spacing_zyx) -> Path:

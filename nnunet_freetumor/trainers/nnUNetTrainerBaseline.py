@@ -6,7 +6,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.trainer_base import apply_schedule_overrides, schedule_overrides
+from nnunet_freetumor.trainer_base import apply_schedule_overrides, schedule_overrides, seed_from_env
 
 
 class nnUNetTrainerBaseline(nnUNetTrainer):
@@ -24,3 +24,7 @@ class nnUNetTrainerBaseline(nnUNetTrainer):
             raise SystemExit(f"error: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_schedule_overrides(self, schedule)
+
+    def initialize(self):
+        seed_from_env(self)
+        super().initialize()

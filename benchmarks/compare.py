@@ -1,0 +1,450 @@
+"""Baseline vs handcrafted vs FreeTumor, the gate ablation and the generator loss ablation, over several seeds.
+
+    python benchmarks/compare.py [--preset quick|cpu|gpu] [--seeds N] [--epochs E] [--iters I] [--workdir DIR]
+                                 [--device cpu|cuda] [--results benchmarks/RESULTS.md]
+
+A deliberately hard setting on the phantom: few labeled lesion cases, many healthy cases, a test split rich in small
+lesions. Every run uses the real command-line tools (nnUNetv2_train / freetumor_train_generator / nnUNetv2_predict)
+with the same schedule, on fold 0, and is evaluated on the test cases with freetumor_evaluate's metrics. Runs that
+already finished in the workdir are reused, so an interrupted comparison continues where it stopped.
+
+Rows (per seed):
+  baseline                nnUNetTrainerBaseline (= nnUNetTrainer with the plugin's schedule/seed variables)
+  handcrafted             nnUNetTrainerHandcraftedTumor           handcrafted+gate  nnUNetTrainerHandcraftedTumor_gate
+  FreeTumor (T=0.7)       nnUNetTrainerFreeTumor                  no gate / T=0.5 / T=0.9: the gate ablation
+  G: L_seg only / L_cls only / both (no gate): the generator loss ablation (the paper reports it without gate)
+
+Writes the tables, a plot and the paired comparisons to RESULTS.md (section "Comparison", replaced on every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATASET_ID = 903
+NAME = "FreeTumorCompare"
+DATASET = f"Dataset{DATASET_ID}_{NAME}"
+
+PRESETS = {
+    # smoke test: minutes on CPU, numbers meaningless
+    "quick": dict(
+        shape=(24, 48, 48),
+        n_train=8,
+        healthy=0.5,
+        n_test=4,
+        seeds=2,
+        epochs=1,
+        iters=4,
+        gen_epochs=1,
+        gen_features=(4, 8, 16),
+        disc_features=(4, 8),
+        gen_steps=2,
+    ),
+    # hours on 2 CPU cores
+    "cpu": dict(
+        shape=(32, 64, 64),
+        n_train=24,
+        healthy=0.75,
+        n_test=12,
+        seeds=3,
+        epochs=10,
+        iters=25,
+        gen_epochs=10,
+        gen_features=(16, 32, 64, 128),
+        disc_features=(8, 16, 32),
+        gen_steps=None,
+    ),
+    # one GPU
+    "gpu": dict(
+        shape=(48, 96, 96),
+        n_train=40,
+        healthy=0.75,
+        n_test=20,
+        seeds=3,
+        epochs=100,
+        iters=100,
+        gen_epochs=50,
+        gen_features=(32, 64, 128, 256, 320),
+        disc_features=(16, 32, 64, 128),
+        gen_steps=None,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    row: str  # table row name
+    trainer: str
+    generator: str | None  # None, "both", "seg", "cls"
+
+
+RUNS = [
+    Run("baseline", "nnUNetTrainerBaseline", None),
+    Run("handcrafted", "nnUNetTrainerHandcraftedTumor", None),
+    Run("handcrafted + gate", "nnUNetTrainerHandcraftedTumor_gate", None),
+    Run("FreeTumor (T=0.7)", "nnUNetTrainerFreeTumor", "both"),
+    Run("FreeTumor no gate", "nnUNetTrainerFreeTumor_noGate", "both"),
+    Run("FreeTumor T=0.5", "nnUNetTrainerFreeTumor_T05", "both"),
+    Run("FreeTumor T=0.9", "nnUNetTrainerFreeTumor_T09", "both"),
+    Run("G: L_seg only, no gate", "nnUNetTrainerFreeTumor_noGate", "seg"),
+    Run("G: L_cls only, no gate", "nnUNetTrainerFreeTumor_noGate", "cls"),
+]
+METRICS = ("dice_tumor", "lesion_sensitivity", "small_lesion_sensitivity", "lesion_precision", "patient_specificity")
+
+
+def sh(cmd: list, env: dict, log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"$ {' '.join(map(str, cmd))}", flush=True)
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(map(str, cmd))}\n")
+        f.flush()
+        proc = subprocess.run([str(c) for c in cmd], env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}; see {log}")
+
+
+class Comparison:
+    def __init__(self, work: Path, p: dict, device: str):
+        self.work, self.p, self.device = work, p, device
+        self.raw, self.pre = work / "nnUNet_raw", work / "nnUNet_preprocessed"
+        self.log = work / "commands.log"
+        self.base_env = {
+            **os.environ,
+            "nnUNet_raw": str(self.raw),
+            "nnUNet_preprocessed": str(self.pre),
+            "nnUNet_def_n_proc": "2",
+            "nnUNet_n_proc_DA": "0",
+            "nnUNet_freetumor_epochs": str(p["epochs"]),
+            "nnUNet_freetumor_iters": str(p["iters"]),
+            "nnUNet_freetumor_val_iters": str(max(2, p["iters"] // 5)),
+        }
+
+    def results_root(self, seed: int, generator: str | None) -> Path:
+        """One nnU-Net results folder per seed; generator ablations get their own, sharing the seed's baseline."""
+        root = self.work / f"seed_{seed}" / ("main" if generator in (None, "both") else f"gen_{generator}")
+        base = root / DATASET / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres"
+        main_base = self.work / f"seed_{seed}" / "main" / DATASET / base.name
+        if root.name != "main" and not base.exists():
+            base.parent.mkdir(parents=True, exist_ok=True)
+            base.symlink_to(main_base, target_is_directory=True)
+        return root
+
+    def env(self, seed: int, generator: str | None) -> dict:
+        return {
+            **self.base_env,
+            "nnUNet_results": str(self.results_root(seed, generator)),
+            "nnUNet_freetumor_seed": str(seed),
+        }
+
+    def dataset(self) -> None:
+        p = self.p
+        if not (self.pre / DATASET / "nnUNetPlans.json").is_file():
+            sh(
+                [
+                    "freetumor_make_demo_dataset",
+                    "-d",
+                    DATASET_ID,
+                    "--name",
+                    NAME,
+                    "--n_train",
+                    p["n_train"],
+                    "--n_test",
+                    p["n_test"],
+                    "--healthy_fraction",
+                    p["healthy"],
+                    "--shape",
+                    *p["shape"],
+                    "--seed",
+                    0,
+                    "--overwrite",
+                    "-o",
+                    self.raw,
+                ],
+                self.base_env,
+                self.log,
+            )
+            sh(
+                [
+                    "nnUNetv2_plan_and_preprocess",
+                    "-d",
+                    DATASET_ID,
+                    "-c",
+                    "3d_fullres",
+                    "-np",
+                    2,
+                    "-npfp",
+                    2,
+                    "--verify_dataset_integrity",
+                ],
+                self.base_env,
+                self.log,
+            )
+        sh(
+            ["freetumor_config", "-d", DATASET_ID, "--gate_trainer", "nnUNetTrainerBaseline", "--write"],
+            self.base_env,
+            self.log,
+        )
+
+    def train(self, seed: int, run: Run) -> Path:
+        env = self.env(seed, run.generator)
+        fold = Path(env["nnUNet_results"]) / DATASET / f"{run.trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        if not (fold / "checkpoint_final.pth").is_file():
+            if run.generator:
+                self.generator(seed, run.generator)
+            sh(
+                ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device],
+                env,
+                self.log,
+            )
+        return fold.parent
+
+    def generator(self, seed: int, losses: str) -> None:
+        env = self.env(seed, losses)
+        out = Path(env["nnUNet_results"]) / DATASET / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
+        if (out / "generator_final.safetensors").is_file():
+            return
+        p = self.p
+        cmd = [
+            "freetumor_train_generator",
+            DATASET_ID,
+            "-f",
+            0,
+            "--epochs",
+            p["gen_epochs"],
+            "--batch_size",
+            2,
+            "--gen_features",
+            *p["gen_features"],
+            "--disc_features",
+            *p["disc_features"],
+            "--losses",
+            losses,
+            "--seed",
+            seed,
+            "--device",
+            self.device,
+            "--num_workers",
+            1,
+        ]
+        if p["gen_steps"]:
+            cmd += ["--max_steps_per_epoch", p["gen_steps"]]
+        sh(cmd, env, self.log)
+
+    def evaluate(self, seed: int, run: Run, model: Path) -> dict:
+        from nnunet_freetumor.evaluation import evaluate_folder
+
+        out = self.work / "predictions" / f"seed_{seed}" / run.row.replace(" ", "_").replace(":", "")
+        summary_file = out / "summary_freetumor.json"
+        if not summary_file.is_file():
+            env = self.env(seed, run.generator)
+            sh(
+                [
+                    "nnUNetv2_predict",
+                    "-i",
+                    self.raw / DATASET / "imagesTs",
+                    "-o",
+                    out,
+                    "-d",
+                    DATASET_ID,
+                    "-c",
+                    "3d_fullres",
+                    "-f",
+                    0,
+                    "-tr",
+                    run.trainer,
+                    "-device",
+                    self.device,
+                    "-npp",
+                    1,
+                    "-nps",
+                    1,
+                ],
+                env,
+                self.log,
+            )
+            summary = evaluate_folder(
+                out,
+                self.raw / DATASET / "labelsTs",
+                json.loads((model / "dataset.json").read_text()),
+                num_processes=1,
+                progress=False,
+            )
+            summary_file.write_text(json.dumps(summary, default=float) + "\n")
+        return json.loads(summary_file.read_text())
+
+
+def per_case_tumor_dice(summary: dict) -> dict[str, float]:
+    tumor_names = {v["name"] for v in summary["lesion"].values()}
+    out = {}
+    for case in summary["per_case"]:
+        vals = [m.get("Dice") for m in case["metrics"].values() if m.get("name") in tumor_names]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        if vals:
+            out[case["case"]] = float(np.mean(vals))
+    return out
+
+
+def report(
+    results: dict[str, list[dict]],
+    summaries: dict[str, list[dict]],
+    p: dict,
+    preset: str,
+    elapsed: float,
+    device: str,
+    out_png: Path,
+) -> str:
+    from scipy.stats import wilcoxon
+
+    def fmt(values: list) -> str:
+        v = [x for x in values if x is not None]
+        if not v:
+            return "n/a"
+        return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+    seeds = len(next(iter(results.values())))
+    lines = [
+        "## Comparison",
+        "",
+        f"Generated by `python benchmarks/compare.py --preset {preset}` in {elapsed / 3600:.1f} h on "
+        f"{platform.machine()}, {os.cpu_count()} CPU threads, device {device}. Phantom: {p['n_train']} training cases "
+        f"({round(p['n_train'] * p['healthy'])} healthy), {p['n_test']} test cases, {p['shape']} voxels; fold 0; "
+        f"{p['epochs']} epochs x {p['iters']} iterations per training; generator {p['gen_epochs']} epochs "
+        f"{list(p['gen_features'])}; {seeds} seeds. Mean ± sd over seeds.",
+        "",
+        "| | Dice (tumor) | lesion sensitivity | small-lesion (<20 mm) sensitivity | lesion precision | "
+        "patient specificity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row, per_seed in results.items():
+        lines.append(f"| {row} | " + " | ".join(fmt([r[m] for r in per_seed]) for m in METRICS) + " |")
+    lines += [
+        "",
+        "Paired against the baseline (same seed, same test cases): mean difference ± sd over seeds, seeds "
+        "better/total, and a Wilcoxon signed-rank test on per-case tumor Dice pooled over seeds.",
+        "",
+        "| | Δ Dice | Δ lesion sens. | Δ small-lesion sens. | seeds better (Dice) | Wilcoxon p (per-case Dice) |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = results["baseline"]
+    for row, per_seed in results.items():
+        if row == "baseline":
+            continue
+        deltas = {
+            m: [None if (a[m] is None or b[m] is None) else a[m] - b[m] for a, b in zip(per_seed, base)]
+            for m in METRICS[:3]
+        }
+        better = sum(1 for d in deltas["dice_tumor"] if d is not None and d > 0)
+        x, y = [], []
+        for sa, sb in zip(summaries[row], summaries["baseline"]):
+            da, db = per_case_tumor_dice(sa), per_case_tumor_dice(sb)
+            for k in da.keys() & db.keys():
+                x.append(da[k])
+                y.append(db[k])
+        diff = np.array(x) - np.array(y)
+        pval = f"{wilcoxon(x, y).pvalue:.3f}" if len(x) >= 6 and np.any(diff != 0) else "n/a"
+        lines.append(
+            f"| {row} | {fmt(deltas['dice_tumor'])} | {fmt(deltas['lesion_sensitivity'])} | "
+            f"{fmt(deltas['small_lesion_sensitivity'])} | {better}/{seeds} | {pval} |"
+        )
+    lines += ["", f"![comparison]({out_png.name})", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    for ax, m, title in zip(axes, METRICS[:3], ("Dice (tumor)", "lesion sensitivity", "small-lesion sensitivity")):
+        vals = [[r[m] for r in results[row] if r[m] is not None] for row in rows]
+        ax.barh(
+            range(len(rows)),
+            [np.mean(v) if v else 0 for v in vals],
+            xerr=[np.std(v) if len(v) > 1 else 0 for v in vals],
+            color="tab:blue",
+            alpha=0.7,
+        )
+        for i, v in enumerate(vals):
+            ax.plot(v, [i] * len(v), "k.", ms=4)
+        ax.set_title(title)
+        ax.set_xlim(0, 1)
+    axes[0].set_yticks(range(len(rows)), rows)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_section(results_md: Path, section: str, title: str) -> None:
+    """Replace (or append) the section starting with ``title`` in RESULTS.md; other sections stay."""
+    text = results_md.read_text() if results_md.is_file() else "# Results\n\nGenerated by the scripts in benchmarks/.\n"
+    start = text.find(title)
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(title))
+        text = text[:start] + section.rstrip() + "\n" + (text[nxt:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
+    results_md.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    ap.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--iters", type=int)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workdir", default=None, help="[benchmarks/work_compare_<preset>]")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    a = ap.parse_args()
+    p = dict(PRESETS[a.preset])
+    for k in ("seeds", "epochs", "iters"):
+        if getattr(a, k):
+            p[k] = getattr(a, k)
+    if a.device == "cuda" and a.preset != "gpu":
+        print("note: --device cuda with a CPU preset; consider --preset gpu")
+    work = Path(a.workdir or Path(__file__).with_name(f"work_compare_{a.preset}")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    c = Comparison(work, p, a.device)
+    c.dataset()
+    results: dict[str, list[dict]] = {r.row: [] for r in RUNS}
+    summaries: dict[str, list[dict]] = {r.row: [] for r in RUNS}
+    from nnunet_freetumor.evaluation import headline
+
+    for seed in range(p["seeds"]):
+        for run in RUNS:
+            model = c.train(seed, run)
+            s = c.evaluate(seed, run, model)
+            summaries[run.row].append(s)
+            results[run.row].append(headline(s))
+            print(f"seed {seed} {run.row}: {results[run.row][-1]}", flush=True)
+    results_md = Path(a.results)
+    png = results_md.with_name(f"compare_{a.preset}.png")
+    plot(results, png)
+    section = report(results, summaries, p, a.preset, time.time() - t0, a.device, png)
+    (work / "comparison.json").write_text(
+        json.dumps({"preset": a.preset, "params": p, "results": results}, indent=1, default=str)
+    )
+    write_section(
+        results_md, section.replace("## Comparison", f"## Comparison ({a.preset})"), f"## Comparison ({a.preset})"
+    )
+    print(section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
