@@ -123,7 +123,6 @@ class Comparison:
             "nnUNet_raw": str(self.raw),
             "nnUNet_preprocessed": str(self.pre),
             "nnUNet_def_n_proc": "2",
-            "nnUNet_n_proc_DA": "0",
             "nnUNet_freetumor_epochs": str(p["epochs"]),
             "nnUNet_freetumor_iters": str(p["iters"]),
             "nnUNet_freetumor_val_iters": str(max(2, p["iters"] // 5)),
@@ -203,7 +202,8 @@ class Comparison:
                 self.generator(seed, run.generator)
             sh(
                 ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device],
-                env,
+                # DA in the main process: seedable, and on 2 cores workers buy nothing (never set for planning)
+                {**env, "nnUNet_n_proc_DA": "0"},
                 self.log,
             )
         return fold.parent

@@ -156,3 +156,46 @@ def check_generator_compatible(
             f"`freetumor_train_generator {dataset_name} -c {configuration} -p {plans} -f {fold}`, or set "
             f"{FOREIGN_ENV}=1 to use it anyway (only if its training cases are not this fold's validation cases)."
         )
+
+
+def find_generator(
+    results: str | os.PathLike | None,
+    dataset_name: str,
+    plans: str,
+    configuration: str,
+    fold,
+    override: str | os.PathLike | None = None,
+    alternatives: str = "",
+) -> Path:
+    """The generator of a run: ``override`` or the conventional file, or a clear error naming the command that makes
+    it (``alternatives`` adds other ways out, e.g. a flag)."""
+    if override:
+        path = Path(override)
+    elif results is None:
+        raise FreeTumorConfigError("set nnUNet_results (where the trained generator is)" + alternatives)
+    else:
+        path = generator_folder(results, dataset_name, plans, configuration, fold) / FINAL
+    if not path.is_file():
+        raise FreeTumorConfigError(
+            f"no trained generator at {path}. Train it first: `freetumor_train_generator {dataset_name} -c "
+            f"{configuration} -p {plans} -f {fold}`{alternatives}."
+        )
+    return path
+
+
+def load_compatible_generator(
+    path: str | os.PathLike,
+    cfg,
+    *,
+    dataset_name: str,
+    plans: str,
+    configuration: str,
+    fold,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict]:
+    """``load_generator`` + ``check_generator_compatible``: a frozen generator that fits this run, and its metadata."""
+    net, meta = load_generator(path, device)
+    check_generator_compatible(
+        meta, cfg, dataset_name=dataset_name, plans=plans, configuration=configuration, fold=fold, path=path
+    )
+    return net, meta

@@ -435,36 +435,18 @@ class OfflineExport:
         return target
 
     def _load_generator(self, results_root) -> None:
-        from nnunet_freetumor.generator.checkpoint import (
-            FINAL,
-            check_generator_compatible,
-            generator_folder,
-            load_generator,
-        )
+        from nnunet_freetumor.generator.checkpoint import find_generator, load_compatible_generator
         from nnunet_freetumor.generator.networks import divisor
 
         req = self.req
-        if req.generator:
-            path = Path(req.generator)
-        elif results_root is None:
-            raise FreeTumorConfigError("set nnUNet_results (where the trained generator is) or pass --generator")
-        else:
-            path = generator_folder(results_root, self.name, req.plans, req.configuration, req.fold) / FINAL
-        if not path.is_file():
-            raise FreeTumorConfigError(
-                f"no trained generator at {path}. Train it first: `freetumor_train_generator {self.name} -c "
-                f"{req.configuration} -p {req.plans} -f {req.fold}` (or pass --generator, or use --method handcrafted)."
-            )
-        self.generator, meta = load_generator(path, self.device)
-        check_generator_compatible(
-            meta,
-            self.cfg,
-            dataset_name=self.name,
-            plans=req.plans,
-            configuration=req.configuration,
-            fold=req.fold,
-            path=path,
+        where = {"dataset_name": self.name, "plans": req.plans, "configuration": req.configuration, "fold": req.fold}
+        path = find_generator(
+            results_root,
+            **where,
+            override=req.generator,
+            alternatives=" (or pass --generator, or use --method handcrafted)",
         )
+        self.generator, meta = load_compatible_generator(path, self.cfg, **where, device=self.device)
         self.generator_path = path
         self.generator_divisor = divisor(meta["generator"])
         self.generator_spacing = tuple(float(s) for s in meta["spacing"])

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.evaluation import safe_div
 from nnunet_freetumor.io import staged_folder
 from nnunet_freetumor.offline import SourceDataset, raw_training_cases, read_image
 from nnunet_freetumor.plots import save_gray_png
@@ -177,9 +178,6 @@ def score(answers_csv: str | os.PathLike, key_csv: str | os.PathLike) -> dict[st
     tn = sum(key[i] == "real" and calls[i] == "real" for i in key)
     fp = sum(key[i] == "real" and calls[i] == "synthetic" for i in key)
 
-    def rate(a: int, b: int) -> float | None:
-        return a / b if b else None
-
     return {
         "n": len(key),
         "n_synthetic": tp + fn,
@@ -188,7 +186,7 @@ def score(answers_csv: str | os.PathLike, key_csv: str | os.PathLike) -> dict[st
         "synthetic_called_real": fn,
         "real_called_real": tn,
         "real_called_synthetic": fp,
-        "sensitivity": rate(tp, tp + fn),
-        "specificity": rate(tn, tn + fp),
-        "accuracy": rate(tp + tn, len(key)),
+        "sensitivity": safe_div(tp, tp + fn),
+        "specificity": safe_div(tn, tn + fp),
+        "accuracy": safe_div(tp + tn, len(key)),
     }

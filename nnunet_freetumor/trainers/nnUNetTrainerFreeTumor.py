@@ -7,14 +7,7 @@ generator_final.safetensors`` (written by ``freetumor_train_generator``), or the
 
 import os
 
-from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.generator.checkpoint import (
-    FINAL,
-    GENERATOR_ENV,
-    check_generator_compatible,
-    generator_folder,
-    load_generator,
-)
+from nnunet_freetumor.generator.checkpoint import GENERATOR_ENV, find_generator, load_compatible_generator
 from nnunet_freetumor.generator.networks import divisor
 from nnunet_freetumor.synthesis import generator_synthesis
 from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
@@ -22,25 +15,11 @@ from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
 
 class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
     def setup_synthesizer(self, results, pm, configuration, fold) -> None:
-        path = (
-            os.environ.get(GENERATOR_ENV)
-            or generator_folder(results, pm.dataset_name, pm.plans_name, configuration, fold) / FINAL
+        where = {"dataset_name": pm.dataset_name, "plans": pm.plans_name, "configuration": configuration, "fold": fold}
+        path = find_generator(
+            results, **where, override=os.environ.get(GENERATOR_ENV), alternatives=f" (or point {GENERATOR_ENV} to one)"
         )
-        if not os.path.isfile(path):
-            raise FreeTumorConfigError(
-                f"no trained generator at {path}. Train it first: `freetumor_train_generator {pm.dataset_name} "
-                f"-c {configuration} -p {pm.plans_name} -f {fold}` (or point {GENERATOR_ENV} to one)."
-            )
-        self.generator, meta = load_generator(path)
-        check_generator_compatible(
-            meta,
-            self.freetumor_config,
-            dataset_name=pm.dataset_name,
-            plans=pm.plans_name,
-            configuration=configuration,
-            fold=fold,
-            path=path,
-        )
+        self.generator, meta = load_compatible_generator(path, self.freetumor_config, **where)
         self.generator_divisor = divisor(meta["generator"])
         self.min_crop = tuple(meta["crop_size"])
         self.generator_info = f"{path} ({meta.get('epochs_done')} epochs)"
