@@ -1,45 +1,52 @@
-"""freetumor_make_demo_dataset: write the embedded phantom dataset in nnU-Net raw format."""
+"""freetumor_make_demo_dataset: write the deterministic CT-like phantom as an nnU-Net v2 raw dataset."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from nnunet_freetumor.entrypoints._common import fail
 
-EPILOG = """\
-The dataset: a deterministic CT-like abdominal phantom in HU (air, body with fat and muscle, spine, a liver with
-texture and enhanced vessels, optionally kidneys, correlated noise), anisotropic spacing. Labels: 0 background,
-1 liver, 2 liver tumor (with --kidney: 3 kidney, 4 kidney tumor). Lesions are darker than parenchyma, irregular, in
-four size classes by longest diameter: tiny 5-10 mm, small 10-20 mm, medium 20-40 mm, large 40-60 mm.
-A share of the training cases (--healthy_fraction) has organ labels only: the healthy, "unlabeled" data FreeTumor
-paints tumors into. Test cases (imagesTs/labelsTs) are rich in small lesions; one is healthy (patient specificity).
-Per-case lesion lists are in phantom_cases.json. The same arguments always give the same files.
+DESCRIPTION = "Write the FreeTumor demo dataset: a deterministic CT-like abdominal phantom in nnU-Net v2 raw format."
 
-Next: nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres --verify_dataset_integrity
+EPILOG = """\
+the dataset:
+  CT-like abdomen in Hounsfield units (air, body with fat and muscle, spine, a liver with texture and
+  contrast-enhanced vessels, optionally two kidneys, correlated noise), anisotropic spacing, one channel "CT".
+  labels: 0 background, 1 liver, 2 liver tumor (with --kidney also 3 kidney, 4 kidney tumor).
+  lesions are darker than the parenchyma, irregular, inside their organ, in four size classes by longest diameter:
+  tiny 5-10 mm, small 10-20 mm, medium 20-40 mm, large 40-60 mm.
+  training cases (imagesTr/labelsTr): a share --healthy_fraction is healthy (organ labels only: the "unlabeled"
+  data FreeTumor paints tumors into); the others carry 1-3 labeled lesions.
+  test cases (imagesTs/labelsTs): rich in small lesions (2-4 per case), one in six (at least one) healthy when
+  --n_test >= 4, for patient-level specificity.
+  phantom_cases.json lists every lesion (size class, diameter in mm, volume). The same arguments give the same files.
+
+next:
+  nnUNetv2_plan_and_preprocess -d 901 -c 3d_fullres --verify_dataset_integrity
 """
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="freetumor_make_demo_dataset",
+        description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write the FreeTumor phantom dataset (nnU-Net raw format).",
     )
-    p.add_argument("-d", "--dataset_id", type=int, default=901, help="nnU-Net dataset id [901]")
-    p.add_argument("--name", default="FreeTumorDemo", help="dataset name [FreeTumorDemo]")
-    p.add_argument("--n_train", type=int, default=20, help="training cases [20]")
+    p.add_argument("-d", "--dataset_id", type=int, default=901, help="nnU-Net dataset id, 1..999 [901]")
+    p.add_argument("--name", default="FreeTumorDemo", help="dataset name: folder Dataset{ID}_{NAME} [FreeTumorDemo]")
+    p.add_argument("--n_train", type=int, default=20, help="training cases, >= 2 [20]")
     p.add_argument("--n_test", type=int, default=6, help="test cases [6]")
-    p.add_argument("--healthy_fraction", type=float, default=0.5, help="share of healthy training cases [0.5]")
     p.add_argument(
-        "--shape",
-        type=int,
-        nargs=3,
-        default=[32, 64, 64],
-        metavar=("Z", "Y", "X"),
-        help="image size in voxels [32 64 64]",
+        "--healthy_fraction", type=float, default=0.5, help="share of healthy (lesion-free) training cases [0.5]"
+    )
+    p.add_argument(
+        "--shape", type=int, nargs=3, default=[32, 64, 64], metavar=("Z", "Y", "X"), help="voxels [32 64 64]"
     )
     p.add_argument(
         "--spacing",
@@ -49,43 +56,72 @@ def main() -> int:
         metavar=("Z", "Y", "X"),
         help="voxel size in mm [4 2.5 2.5]",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed [0]")
-    p.add_argument("--kidney", action="store_true", help="add kidneys (labels 3, 4) with some kidney lesions")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id and name")
-    p.add_argument("-o", "--output", default=None, help="nnU-Net raw folder [$nnUNet_raw]")
-    a = p.parse_args()
+    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 [0]")
+    p.add_argument("--kidney", action="store_true", help="add two kidneys (labels 3, 4) and some kidney lesions")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing dataset of this id and name (once the new one is done)",
+    )
+    p.add_argument("-o", "--output", metavar="RAW_ROOT", default=None, help="nnU-Net raw data folder [$nnUNet_raw]")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
     raw = a.output or os.environ.get("nnUNet_raw")
     if not raw:
-        p.error("set nnUNet_raw (nnU-Net's raw data folder) or pass -o RAW_FOLDER")
-    from nnunet_freetumor.phantom import make_demo_dataset
+        fail(
+            "no output folder: set the nnUNet_raw environment variable (nnU-Net's raw data folder) or pass -o RAW_ROOT"
+        )
+    from tqdm import tqdm
+
+    from nnunet_freetumor.phantom import make_demo_dataset, summarize_cases
+
+    def progress(cases):
+        return tqdm(cases, desc="phantom cases", unit="case", disable=True if a.no_progress else None)
 
     try:
         folder = make_demo_dataset(
             raw,
-            a.dataset_id,
-            a.name,
-            a.n_train,
-            a.n_test,
-            a.healthy_fraction,
-            a.shape,
-            a.spacing,
-            a.seed,
-            ("liver", "kidney") if a.kidney else ("liver",),
-            a.overwrite,
-            progress=True,
+            dataset_id=a.dataset_id,
+            name=a.name,
+            n_train=a.n_train,
+            n_test=a.n_test,
+            healthy_fraction=a.healthy_fraction,
+            shape=a.shape,
+            spacing=a.spacing,
+            seed=a.seed,
+            organs=("liver", "kidney") if a.kidney else ("liver",),
+            overwrite=a.overwrite,
+            progress=progress,
         )
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # bad arguments, existing dataset, unwritable folder: one line, no traceback
         fail(str(e))
-    cases = json.loads((folder / "phantom_cases.json").read_text())
-    train = [c for c in cases.values() if c["split"] == "train"]
-    n_les = sum(len(c["lesions"]) for c in cases.values())
-    print(
-        f"wrote {folder}\n  training: {sum(c['healthy'] for c in train)} healthy + "
-        f"{sum(not c['healthy'] for c in train)} with lesions; test: {len(cases) - len(train)}; {n_les} lesions\n"
-        f"next: nnUNetv2_plan_and_preprocess -d {a.dataset_id} -c 3d_fullres --verify_dataset_integrity"
-    )
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", code=130)
+    counts = summarize_cases(json.loads((folder / "phantom_cases.json").read_text()))
+    lines = [
+        f"wrote {folder}",
+        f"  training cases: {counts['train_healthy'] + counts['train_labeled']} "
+        f"({counts['train_healthy']} healthy, {counts['train_labeled']} with lesions)",
+        f"  test cases: {counts['test']} ({counts['test_healthy']} healthy); {counts['lesions']} lesions in all "
+        "(see phantom_cases.json)",
+    ]
+    preprocessed = os.environ.get("nnUNet_preprocessed")
+    if a.overwrite and preprocessed and (Path(preprocessed) / folder.name).exists():
+        lines.append(
+            f"  note: {Path(preprocessed) / folder.name} belongs to the replaced dataset: plan and preprocess again"
+        )
+    env_raw = os.environ.get("nnUNet_raw")
+    if not env_raw or Path(env_raw).resolve() != Path(raw).resolve():
+        lines.append(f"  note: nnU-Net finds the dataset only with nnUNet_raw={Path(raw).resolve()}")
+    lines.append(f"next: nnUNetv2_plan_and_preprocess -d {a.dataset_id} -c 3d_fullres --verify_dataset_integrity")
+    print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

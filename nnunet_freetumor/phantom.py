@@ -1,208 +1,533 @@
-"""A deterministic, CT-like abdominal phantom in Hounsfield units, written as an nnU-Net raw dataset.
+"""A deterministic, CT-like abdominal phantom in Hounsfield units (HU), written as an nnU-Net v2 raw dataset.
 
-Arrays are (z, y, x); spacings are (z, y, x) in mm. Anatomy is defined in coordinates normalised to the field of view
-(so it scales with shape and spacing), lesion sizes in millimetres (longest diameter, WHO style).
+Conventions: numpy arrays are (z, y, x), spacings are (z, y, x) in mm. With SimpleITK's identity direction (LPS) the
+x index grows towards the patient's left, y towards posterior and z towards superior, so the liver (patient's right)
+sits at small x (image left, radiological convention) and the spine at large y. Anatomy is defined in coordinates
+normalised to the field of view ([-1, 1] per axis), so it scales with shape and spacing; lesion sizes are in mm
+(longest diameter, WHO style, measured between voxel centres as in :func:`nnunet_freetumor.evaluation`).
 
-Content per case: air (-1000 HU) around an elliptical body with subcutaneous fat (~-100), a muscle wall (~+50),
-visceral fat and soft tissue, a vertebra (bone 300-700), a liver-like organ on the patient's right (image left) with
-smooth parenchymal texture (~110 HU) and contrast-enhanced vessels (~180), optionally two kidneys (~150), and
-correlated noise (sigma ~12 HU). Lesions are darker than parenchyma by 30-70 HU, with their own texture (and a
-darker core or an enhancing rim when larger), irregular shapes, fully inside their organ, never overlapping.
+One case (noise-free values, then correlated noise of sigma 10-15 HU):
 
-Labels: 0 background, 1 liver, 2 liver tumor, (3 kidney, 4 kidney tumor).
+==========================  =============  =============================================================
+tissue                      HU             where
+==========================  =============  =============================================================
+air                         -1000          outside an elliptical body
+subcutaneous fat            ~-100          outer ring of the body
+muscle                      ~+50           abdominal wall ring, paraspinal muscles
+visceral fat / bowel        ~-90 / ~+30    inside the wall, mixed by a smooth random field
+vertebra                    300-700        posterior midline: cancellous ~320, cortical shell ~650, arch
+discs, spinal canal         ~90, ~15       between vertebrae, inside the arch
+aorta, inferior vena cava   ~190, ~140     anterior to the spine (not labelled)
+liver                       100-120        right, irregular (deformed ellipsoid), texture +-10 HU
+hepatic vessels             160-200        curved tubes through the liver (labelled liver)
+kidneys (optional)          ~150 / ~90     two bean shapes: cortex / medulla
+lesions                     organ - 30-70  irregular, own texture, sometimes a darker core or a rim
+==========================  =============  =============================================================
+
+Labels (uint8): 0 background, 1 liver, 2 liver tumor; with kidneys 3 kidney, 4 kidney tumor. Tumor voxels replace
+organ voxels; lesions lie fully inside their organ and never touch each other (each one is its own 26-connected
+component). Everything is a pure function of its arguments and the random generator passed in.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy import ndimage
 
 from nnunet_freetumor.evaluation import longest_diameter_mm
 from nnunet_freetumor.io import staged_folder
 
-# longest diameter (mm) of each lesion size class: [min, max)
+# longest diameter (mm) of each lesion size class: [min, max); ordered from small to large
 SIZE_CLASSES: dict[str, tuple[float, float]] = {
     "tiny": (5.0, 10.0),
     "small": (10.0, 20.0),
     "medium": (20.0, 40.0),
     "large": (40.0, 60.0),
 }
-ORGANS = {"liver": (1, 2), "kidney": (3, 4)}  # name -> (organ label, tumor label)
-TEST_CLASS_WEIGHTS = {"tiny": 0.35, "small": 0.35, "medium": 0.2, "large": 0.1}
+# class weights of the lesions of training cases and of the (small-lesion rich) test cases
+TRAIN_CLASS_WEIGHTS: dict[str, float] = {"tiny": 0.25, "small": 0.25, "medium": 0.25, "large": 0.25}
+TEST_CLASS_WEIGHTS: dict[str, float] = {"tiny": 0.35, "small": 0.35, "medium": 0.2, "large": 0.1}
+TRAIN_LESIONS_PER_CASE = (1, 3)  # inclusive
+TEST_LESIONS_PER_CASE = (2, 4)  # inclusive
+
+ORGANS: dict[str, tuple[int, int]] = {"liver": (1, 2), "kidney": (3, 4)}  # organ -> (organ label, tumor label)
+LABEL_NAMES: dict[str, int] = {"background": 0, "liver": 1, "liver tumor": 2, "kidney": 3, "kidney tumor": 4}
+# codes of the noise-free tissue map returned by make_anatomy (for tests and figures; not written to disk)
+TISSUES: dict[str, int] = {
+    "air": 0,
+    "subcutaneous_fat": 1,
+    "muscle": 2,
+    "visceral_fat": 3,
+    "bowel": 4,
+    "bone": 5,
+    "disc_or_canal": 6,
+    "great_vessel": 7,
+    "liver": 8,
+    "liver_vessel": 9,
+    "kidney": 10,
+}
+
+MIN_SHAPE = 16  # voxels per axis
+LESION_GAP_MM = 3.0  # minimum distance between two lesions (at least one voxel diagonal, see _lesion_gap_mm)
+KIDNEY_LESION_FRACTION = 0.3  # share of lesions that go into a kidney when kidneys are present
+NOISE_SMOOTHING_VOXELS = 0.6
+_ATTEMPTS_PER_CLASS = 40
+_MIN_KEPT_FRACTION = 0.8  # a lesion clipped to its organ keeps at least this share of its ellipsoid
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-def _smooth_noise(shape: Sequence[int], sigma: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian noise smoothed with ``sigma`` (voxels)."""
-    n = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+class Anatomy(NamedTuple):
+    """Noise-free anatomy of one case: ``hu`` float32 (z, y, x) in HU, ``labels`` uint8 organ labels (1 liver,
+    3 kidney), ``tissue`` uint8 codes of :data:`TISSUES`, ``parenchyma_hu`` organ name -> mean parenchymal HU."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    tissue: np.ndarray
+    parenchyma_hu: dict[str, float]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_shape_spacing(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
+    try:
+        shp = tuple(int(s) for s in shape)
+        ok = len(shp) == 3 and all(float(s) == int(s) for s in shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or any(s < MIN_SHAPE for s in shp):
+        raise ValueError(f"shape must be 3 integers >= {MIN_SHAPE} voxels (z, y, x), got {tuple(shape)}")
+    try:
+        sp = np.asarray([float(s) for s in spacing], dtype=np.float64)
+    except (TypeError, ValueError):
+        sp = np.zeros(0)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"spacing must be 3 positive values in mm (z, y, x), got {tuple(spacing)}")
+    return shp, sp  # type: ignore[return-value]
+
+
+def _check_organs(organs: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(organs, str):
+        organs = (organs,)
+    organs = tuple(organs)
+    unknown = [o for o in organs if o not in ORGANS]
+    if unknown:
+        raise ValueError(f"unknown organ(s) {unknown}: known organs are {list(ORGANS)}")
+    if "liver" not in organs or len(set(organs)) != len(organs):
+        raise ValueError(f"organs must contain 'liver' once (and optionally 'kidney'), got {list(organs)}")
+    return organs
+
+
+def _check_classes(lesion_classes: Sequence[str]) -> list[str]:
+    if isinstance(lesion_classes, str):
+        lesion_classes = (lesion_classes,)
+    classes = [str(c) for c in lesion_classes]
+    unknown = [c for c in classes if c not in SIZE_CLASSES]
+    if unknown:
+        raise ValueError(f"unknown lesion size class(es) {unknown}: known classes are {list(SIZE_CLASSES)}")
+    return classes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# anatomy
+
+
+def _smooth_noise(shape: Sequence[int], sigma: float | Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """float32 array of ``shape``: Gaussian white noise smoothed with ``sigma`` (voxels), rescaled to mean 0, std 1."""
+    n = ndimage.gaussian_filter(rng.standard_normal(tuple(shape), dtype=np.float32), sigma, mode="wrap")
     return (n - n.mean()) / (n.std() + 1e-6)
 
 
 def _grid(shape: Sequence[int]) -> list[np.ndarray]:
-    """Normalised coordinates in [-1, 1] per axis, full (z, y, x) arrays."""
-    return np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij")
+    """Normalised coordinates in [-1, 1] per axis as three float32 (z, y, x) arrays."""
+    return np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape], indexing="ij")
 
 
-def _validate(shape: Sequence[int], spacing: Sequence[float], organs: Sequence[str]) -> None:
-    if len(shape) != 3 or any(int(s) < 16 for s in shape):
-        raise ValueError(f"shape must be 3 sizes >= 16 voxels (z, y, x), got {tuple(shape)}")
-    if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
-        raise ValueError(f"spacing must be 3 positive values in mm (z, y, x), got {tuple(spacing)}")
-    unknown = [o for o in organs if o not in ORGANS]
-    if unknown or "liver" not in organs:
-        raise ValueError(f"organs must include 'liver' and be among {sorted(ORGANS)}, got {list(organs)}")
+def make_anatomy(shape: Sequence[int], rng: np.random.Generator, organs: Sequence[str] = ("liver",)) -> Anatomy:
+    """The noise-free anatomy of one case (see the module docstring for tissues and HU values).
 
-
-def _anatomy(shape, rng: np.random.Generator, organs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """HU image without noise and the organ label map."""
+    shape: (z, y, x) voxels, each >= 16. The anatomy is defined in normalised coordinates, so it does not depend on
+    the spacing. ``make_case`` calls this first with its generator: the same generator state gives the same anatomy.
+    """
+    shape, _ = _check_shape_spacing(shape, (1.0, 1.0, 1.0))
+    organs = _check_organs(organs)
     z, y, x = _grid(shape)
-    a, b = rng.uniform(0.86, 0.94), rng.uniform(0.68, 0.78)
-    body_r = (x / a) ** 2 + ((y - 0.05) / b) ** 2 * (1 + 0.05 * z**2)
     hu = np.full(shape, -1000.0, dtype=np.float32)
-    hu[body_r <= 1.0] = -100.0  # subcutaneous fat
-    hu[body_r <= 0.86**2] = 50.0  # muscle wall
-    inner = body_r <= 0.80**2
-    soft = -90.0 + 110.0 * (_smooth_noise(shape, (1.5, 3, 3), rng) > 0.2)  # visceral fat / bowel-like soft tissue
-    hu[inner] = soft[inner]
-    # vertebra: posterior midline
-    spine = ((x / 0.13) ** 2 + ((y - 0.52) / 0.13) ** 2) <= 1
-    hu[spine & inner] = 350.0 + 300.0 * (((x / 0.13) ** 2 + ((y - 0.52) / 0.13) ** 2) > 0.55)[spine & inner]
+    tissue = np.zeros(shape, dtype=np.uint8)
     labels = np.zeros(shape, dtype=np.uint8)
-    # liver: image left, irregular
-    c = (rng.uniform(-0.1, 0.1), rng.uniform(-0.12, 0.0), rng.uniform(-0.42, -0.3))
+
+    def put(mask: np.ndarray, value: float | np.ndarray, code: str) -> None:
+        hu[mask] = value[mask] if isinstance(value, np.ndarray) else value
+        tissue[mask] = TISSUES[code]
+
+    # body: an ellipse, a bit wider at the bottom of the field of view; fat ring, muscle wall, visceral content
+    a, b = rng.uniform(0.86, 0.94), rng.uniform(0.68, 0.78)
+    body_r = (x / a) ** 2 + ((y - 0.05) / b) ** 2 * (1.0 + 0.05 * z**2)
+    fat_texture = 4.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng)
+    put(body_r <= 1.0, -100.0 + fat_texture, "subcutaneous_fat")
+    wall = rng.uniform(0.84, 0.88) ** 2
+    put(body_r <= wall, 50.0 + fat_texture, "muscle")
+    inner = body_r <= (np.sqrt(wall) - 0.06) ** 2
+    bowel = _smooth_noise(shape, (1.5, 3.0, 3.0), rng) > 0.25
+    put(inner & ~bowel, -90.0 + fat_texture, "visceral_fat")
+    put(inner & bowel, 30.0 + 2.0 * fat_texture, "bowel")
+    for side in (-1.0, 1.0):  # paraspinal muscles
+        put(((x - side * 0.17) / 0.12) ** 2 + ((y - 0.55) / 0.12) ** 2 <= 1.0, 50.0 + fat_texture, "muscle")
+
+    # spine: vertebral bodies (cancellous core, cortical shell) separated by discs, canal, arch, spinous process
+    in_body = body_r <= wall
+    vb = (x / 0.12) ** 2 + ((y - 0.36) / 0.11) ** 2
+    period, phase = rng.uniform(0.4, 0.5), rng.uniform(0.0, 1.0)
+    disc = ((z / period + phase) % 1.0) < 0.2
+    put((vb <= 1.0) & in_body, 650.0, "bone")
+    put((vb <= 0.6) & in_body, 320.0 + 15.0 * fat_texture, "bone")
+    put((vb <= 1.0) & disc & in_body, 90.0, "disc_or_canal")
+    canal = (x / 0.05) ** 2 + ((y - 0.55) / 0.045) ** 2
+    arch = ((x / 0.095) ** 2 + ((y - 0.56) / 0.085) ** 2 <= 1.0) & (y >= 0.47)
+    spinous = (np.abs(x) <= 0.025) & (y >= 0.56) & (y <= 0.72)
+    put((arch | spinous) & ~disc & in_body, 500.0, "bone")
+    put((canal <= 1.0) & in_body, 15.0, "disc_or_canal")
+    spine = (vb <= 1.0) | arch | spinous
+
+    # great vessels anterior to the spine: aorta (arterial contrast) and inferior vena cava
+    aorta = ((x - 0.07) / 0.055) ** 2 + ((y - 0.17) / 0.055) ** 2 <= 1.0
+    ivc = ((x + 0.13) / 0.05) ** 2 + ((y - 0.14) / 0.04) ** 2 <= 1.0
+    put(aorta & inner, rng.uniform(180.0, 200.0), "great_vessel")
+    put(ivc & inner, rng.uniform(130.0, 150.0), "great_vessel")
+
+    # liver: on the patient's right (small x), an ellipsoid with a thinner left lobe and low-frequency deformation
+    c = (rng.uniform(-0.1, 0.15), rng.uniform(-0.12, 0.0), rng.uniform(-0.42, -0.32))
     r = (rng.uniform(0.75, 0.9), rng.uniform(0.42, 0.5), rng.uniform(0.36, 0.42))
-    f = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2
-    f = f + 0.25 * _smooth_noise(shape, [n / 5 for n in shape], rng)
-    liver = (f <= 1.0) & inner & ~spine
-    parenchyma = rng.uniform(100.0, 120.0)
-    hu[liver] = parenchyma + 8.0 * _smooth_noise(shape, (1, 2, 2), rng)[liver]
-    # vessels: a few curved tubes through the liver
-    for _ in range(3):
+    taper = 1.0 - 0.35 * np.clip((x - c[2]) / r[2], 0.0, 1.0)  # the left lobe is thinner (anterior-posterior)
+    f = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / (r[1] * taper)) ** 2 + ((x - c[2]) / r[2]) ** 2
+    f += 0.25 * _smooth_noise(shape, [max(n / 5.0, 1.0) for n in shape], rng)
+    liver = (f <= 1.0) & inner & ~spine & ~aorta & ~ivc
+    parenchyma = {"liver": float(rng.uniform(100.0, 120.0))}
+    put(liver, parenchyma["liver"] + 5.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng), "liver")
+    for _ in range(int(rng.integers(3, 5))):  # hepatic / portal vessels: curved tubes
         p0 = np.array(c) + rng.uniform(-0.2, 0.2, 3)
         d = rng.standard_normal(3)
         d /= np.linalg.norm(d)
         bend = rng.uniform(-0.3, 0.3, 3)
         t = (z - p0[0]) * d[0] + (y - p0[1]) * d[1] + (x - p0[2]) * d[2]
         q = [g - (p + dd * t + bb * t**2) for g, p, dd, bb in zip((z, y, x), p0, d, bend)]
-        dist2 = q[0] ** 2 * 0.25 + q[1] ** 2 + q[2] ** 2
-        vessel = (dist2 <= rng.uniform(0.03, 0.05) ** 2) & liver
-        hu[vessel] = rng.uniform(170.0, 195.0)
+        vessel = (q[0] ** 2 * 0.25 + q[1] ** 2 + q[2] ** 2 <= rng.uniform(0.025, 0.045) ** 2) & liver
+        put(vessel, rng.uniform(160.0, 200.0), "liver_vessel")
     labels[liver] = ORGANS["liver"][0]
-    if "kidney" in organs:
-        for side in (-1, 1):
-            kc = (rng.uniform(-0.2, 0.1), rng.uniform(0.25, 0.35), side * rng.uniform(0.38, 0.46))
-            kf = ((z - kc[0]) / 0.3) ** 2 + ((y - kc[1]) / 0.14) ** 2 + ((x - kc[2]) / 0.11) ** 2
-            kidney = (kf <= 1.0) & inner & ~spine & ~liver
-            hu[kidney] = 150.0 + 10.0 * _smooth_noise(shape, (1, 2, 2), rng)[kidney]
-            hu[kidney & (kf <= 0.35)] = 40.0  # renal sinus / medulla, darker, still kidney
+
+    if "kidney" in organs:  # two beans, lateral to the spine; they take precedence over the liver
+        parenchyma["kidney"] = float(rng.uniform(140.0, 160.0))
+        medulla = rng.uniform(80.0, 100.0)
+        texture = 5.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng)
+        for side in (-1.0, 1.0):
+            kc = (rng.uniform(-0.35, -0.05), rng.uniform(0.3, 0.36), side * rng.uniform(0.4, 0.46))
+            kr = (rng.uniform(0.4, 0.5), rng.uniform(0.15, 0.18), rng.uniform(0.13, 0.16))
+            kf = ((z - kc[0]) / kr[0]) ** 2 + ((y - kc[1]) / kr[1]) ** 2 + ((x - kc[2]) / kr[2]) ** 2
+            hilum = ((z - kc[0]) / (0.4 * kr[0])) ** 2 + ((y - kc[1]) / 0.07) ** 2 + (
+                (x - kc[2] + side * kr[2]) / 0.08
+            ) ** 2 <= 1.0
+            kidney = (kf <= 1.0) & ~hilum & in_body & ~spine
+            put(kidney, parenchyma["kidney"] + texture, "kidney")
+            put(kidney & (kf <= 0.3), medulla + texture, "kidney")
             labels[kidney] = ORGANS["kidney"][0]
-    return hu, labels
+    return Anatomy(hu, labels, tissue, parenchyma)
 
 
-def _lesion(
-    shape, spacing, organ: np.ndarray, taken: np.ndarray, size_class: str, rng: np.random.Generator
-) -> tuple[np.ndarray, float] | None:
-    """One irregular lesion mask of the class's longest diameter, inside ``organ`` and away from ``taken``."""
-    lo, hi = SIZE_CLASSES[size_class]
-    sp = np.asarray(spacing, float)
-    free = organ & ~taken
-    dist = distance_transform_edt(free, sampling=sp)
-    for _ in range(30):
-        d = rng.uniform(lo, hi * 0.98)
-        radii = np.array([d / 2, d / 2 * rng.uniform(0.65, 1.0), d / 2 * rng.uniform(0.65, 1.0)])
-        rng.shuffle(radii)
-        room = np.argwhere(dist > radii.max() * 0.95)
+# ---------------------------------------------------------------------------------------------------------------
+# lesions
+
+
+def _lesion_gap_mm(spacing: np.ndarray) -> float:
+    """Lesions are kept this far apart: LESION_GAP_MM, and at least a voxel diagonal (never 26-adjacent)."""
+    return max(LESION_GAP_MM, float(np.linalg.norm(spacing))) + 1e-3
+
+
+def _box(centre: np.ndarray, half: np.ndarray, shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(int(c - h), 0), min(int(c + h + 1), n)) for c, h, n in zip(centre, half, shape))
+
+
+def _grow(box: tuple[slice, ...], margin: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(box, margin, shape))
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q *= np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] *= -1
+    return q
+
+
+def _try_shape(
+    free: np.ndarray,
+    dist: np.ndarray,
+    spacing: np.ndarray,
+    lo: float,
+    hi: float,
+    rng: np.random.Generator,
+    attempts: int,
+) -> tuple[tuple[slice, ...], np.ndarray, float] | None:
+    """Up to ``attempts`` irregular lesions with longest diameter in [lo, hi) mm inside ``free``.
+
+    Returns (box, boolean mask of the box, longest diameter in mm) of the first that fits, else None."""
+    shape = free.shape
+    for attempt in range(attempts):
+        d = rng.uniform(lo + 0.05 * (hi - lo), hi - 0.05 * (hi - lo))
+        radii = np.array([d / 2, d / 2 * rng.uniform(0.6, 0.95), d / 2 * rng.uniform(0.6, 0.95)])
+        need = radii.max() * (0.9 if attempt < attempts // 2 else 0.6)
+        room = np.flatnonzero(dist.ravel() > need)
         if len(room) == 0:
+            if attempt >= attempts // 2:
+                return None  # not even the relaxed condition fits anywhere: the organ is too small for the class
             continue
-        centre = room[rng.integers(len(room))]
-        half = np.ceil(radii.max() / sp).astype(int) + 2
-        box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, shape))
-        coords = np.meshgrid(*[(np.arange(s.start, s.stop) - c) * p for s, c, p in zip(box, centre, sp)], indexing="ij")
-        wobble = 1 + 0.12 * _smooth_noise(tuple(s.stop - s.start for s in box), 1.5, rng)
-        inside = sum((g / r) ** 2 for g, r in zip(coords, radii)) <= wobble
-        mask = np.zeros(shape, dtype=bool)
-        mask[box] = inside
-        mask &= free
-        idx = np.argwhere(mask)
-        if len(idx) < 2:
+        centre = np.array(np.unravel_index(room[rng.integers(len(room))], shape))
+        half = np.ceil(radii.max() * 1.3 / spacing).astype(int) + 1
+        box = _box(centre, half, shape)
+        box_shape = tuple(s.stop - s.start for s in box)
+        coords = np.stack(
+            np.meshgrid(*[(np.arange(s.start, s.stop) - c) * p for s, c, p in zip(box, centre, spacing)], indexing="ij")
+        )
+        # elastic-like deformation: a smooth random displacement field (mm), then a rotated ellipsoid with wobble
+        sigma = np.maximum(radii.mean() / 2.0 / spacing, 0.5)
+        amp = 0.15 * radii.mean()
+        coords = coords + np.stack([amp * _smooth_noise(box_shape, sigma, rng) for _ in range(3)])
+        u = np.tensordot(_random_rotation(rng).T, coords, axes=1)
+        wobble = 1.0 + 0.1 * _smooth_noise(box_shape, sigma, rng)
+        ellipsoid = ((u / radii[:, None, None, None]) ** 2).sum(0) <= wobble
+        mask = ellipsoid & free[box]
+        n_comp = 0
+        if mask.any():
+            comp, n_comp = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        if n_comp == 0:
             continue
-        longest = longest_diameter_mm(mask, sp)
-        if not lo <= longest < hi:
+        if n_comp > 1:  # keep the largest piece: one lesion is one connected component
+            mask = comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
+        if mask.sum() < max(_MIN_KEPT_FRACTION * ellipsoid.sum(), 2):
             continue
-        return mask, longest
+        diameter = longest_diameter_mm(mask, spacing)
+        if lo <= diameter < hi:
+            return box, mask, diameter
     return None
+
+
+def _place_lesion(
+    labels: np.ndarray,
+    organ_label: int,
+    taken: np.ndarray,
+    size_class: str,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[str, tuple[slice, ...], np.ndarray, float] | None:
+    """Place one lesion of ``size_class`` in the free part of the organ; if it does not fit, retry elsewhere and then
+    with the next smaller classes. Returns (actual class, box, mask of the box, diameter mm) or None."""
+    free = (labels == organ_label) & ~taken
+    if not free.any():
+        return None
+    dist = ndimage.distance_transform_edt(free, sampling=spacing)
+    names = list(SIZE_CLASSES)
+    for cls in reversed(names[: names.index(size_class) + 1]):
+        found = _try_shape(free, dist, spacing, *SIZE_CLASSES[cls], rng, _ATTEMPTS_PER_CLASS)
+        if found is not None:
+            return (cls, *found)
+    return None
+
+
+def _paint_lesion(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    box: tuple[slice, ...],
+    mask: np.ndarray,
+    organ_label: int,
+    tumor_label: int,
+    base_hu: float,
+    diameter_mm: float,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Write one lesion into ``hu`` and ``labels`` (in place, within a box around it); return its appearance."""
+    pbox = _grow(box, (2, 2, 2), hu.shape)
+    m = np.zeros(tuple(s.stop - s.start for s in pbox), dtype=bool)
+    m[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox))] = mask
+    contrast = float(rng.uniform(30.0, 70.0))
+    tex_sigma = np.maximum(1.5 / spacing, 0.5)
+    lesion_hu = base_hu - contrast + float(rng.uniform(4.0, 9.0)) * _smooth_noise(m.shape, tex_sigma, rng)
+    pattern = "homogeneous"
+    if diameter_mm >= 15.0:
+        pattern = str(rng.choice(["homogeneous", "darker_core", "rim"], p=[0.4, 0.35, 0.25]))
+        depth = ndimage.distance_transform_edt(m, sampling=spacing)
+        rel = depth / max(float(depth.max()), 1e-6)
+        if pattern == "darker_core":  # necrotic / cystic centre
+            lesion_hu = lesion_hu - float(rng.uniform(15.0, 30.0)) * (rel > 0.5)
+        elif pattern == "rim":  # a brighter, still hypodense, peripheral rim
+            lesion_hu = lesion_hu + 0.35 * contrast * (m & (rel < 0.3))
+    # partial volume at the border, only over this organ (never over another lesion or another tissue)
+    soft = ndimage.gaussian_filter(m.astype(np.float32), 0.6)
+    soft[m] = np.maximum(soft[m], 0.85)
+    soft *= (labels[pbox] == organ_label) | m
+    hu[pbox] = hu[pbox] * (1.0 - soft) + lesion_hu * soft
+    labels[pbox][m] = tumor_label
+    return {"contrast_hu": round(contrast, 1), "pattern": pattern}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cases
 
 
 def make_case(
     shape: Sequence[int] = (32, 64, 64),
     spacing: Sequence[float] = (4.0, 2.5, 2.5),
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator | int | None = None,
     lesion_classes: Sequence[str] = (),
     organs: Sequence[str] = ("liver",),
+    kidney_lesion_fraction: float = KIDNEY_LESION_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One phantom case: (image int16 HU (z, y, x), labels uint8 (z, y, x), info with one entry per lesion).
+    """One phantom case.
 
-    ``lesion_classes`` empty gives a healthy case. Lesions go into the liver, or into a kidney (30 %) when kidneys
-    are present. A lesion that does not fit its organ is retried elsewhere and finally skipped (info says so).
+    shape: (z, y, x) voxels (each >= 16); spacing: (z, y, x) mm; rng: a numpy Generator (or an int seed; None means
+    seed 0); lesion_classes: size class names of :data:`SIZE_CLASSES`, one per lesion (empty: a healthy case);
+    organs: ("liver",) or ("liver", "kidney"). With kidneys, each lesion goes into a kidney with probability
+    ``kidney_lesion_fraction`` (kidney tumors only exist when kidneys are enabled).
+
+    A lesion that does not fit its organ is retried elsewhere, then with the next smaller classes (its entry says
+    ``requested_class`` and the ``size_class`` it got), and is skipped (listed in ``skipped_lesions``) only if even
+    the smallest class does not fit. Lesions never leave their organ and never touch each other.
+
+    Returns (image, labels, info): image int16 (z, y, x) in HU; labels uint8 (z, y, x) (0 background, 1 liver,
+    2 liver tumor, 3 kidney, 4 kidney tumor); info a JSON-serialisable dict with ``lesions`` (per lesion: organ,
+    size_class, requested_class, label, centre_voxel [z, y, x], bbox [[start, stop] per axis], longest_diameter_mm,
+    volume_ml, n_voxels, contrast_hu, pattern), ``skipped_lesions``, ``parenchyma_hu`` and ``noise_sigma_hu``.
     """
-    _validate(shape, spacing, organs)
-    rng = np.random.default_rng(0) if rng is None else rng
-    shape = tuple(int(s) for s in shape)
-    hu, labels = _anatomy(shape, rng, organs)
+    shape, sp = _check_shape_spacing(shape, spacing)
+    organs = _check_organs(organs)
+    classes = _check_classes(lesion_classes)
+    if not 0.0 <= kidney_lesion_fraction <= 1.0:
+        raise ValueError(f"kidney_lesion_fraction must be in [0, 1], got {kidney_lesion_fraction}")
+    if rng is None or isinstance(rng, int | np.integer):
+        rng = np.random.default_rng(0 if rng is None else int(rng))
+    anatomy = make_anatomy(shape, rng, organs)
+    hu, labels = anatomy.hu, anatomy.labels
     taken = np.zeros(shape, dtype=bool)
-    lesions, skipped = [], []
-    for cls in lesion_classes:
-        if cls not in SIZE_CLASSES:
-            raise ValueError(f"unknown lesion size class {cls!r}; known: {list(SIZE_CLASSES)}")
-        organ_name = "kidney" if "kidney" in organs and rng.uniform() < 0.3 else "liver"
-        organ_label, tumor_label = ORGANS[organ_name]
-        found = _lesion(shape, spacing, labels == organ_label, taken, cls, rng)
-        if found is None:
-            skipped.append(cls)
+    gap = _lesion_gap_mm(sp)
+    gap_vox = np.ceil(gap / sp).astype(int) + 1
+    lesions: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for requested in classes:
+        organ = "kidney" if "kidney" in organs and rng.uniform() < kidney_lesion_fraction else "liver"
+        organ_label, tumor_label = ORGANS[organ]
+        placed = _place_lesion(labels, organ_label, taken, requested, sp, rng)
+        if placed is None:
+            skipped.append({"organ": organ, "requested_class": requested})
             continue
-        mask, diameter = found
-        taken |= np.asarray(distance_transform_edt(~mask, sampling=spacing) < 3.0)  # keep lesions apart
-        base = float(np.median(hu[labels == organ_label]))
-        contrast = rng.uniform(30.0, 70.0)
-        tex = 8.0 * _smooth_noise(shape, (0.7, 1.2, 1.2), rng)
-        lesion_hu = base - contrast + tex
-        inner = distance_transform_edt(mask, sampling=spacing)
-        if cls in ("medium", "large"):
-            depth = inner / max(inner.max(), 1e-6)
-            if rng.uniform() < 0.5:
-                lesion_hu = lesion_hu - 20.0 * (depth > 0.5)  # necrotic core
-            else:
-                lesion_hu = lesion_hu + 25.0 * ((depth > 0) & (depth < 0.25))  # enhancing rim
-        soft = np.clip(gaussian_filter(mask.astype(np.float32), 0.6), 0, 1)
-        soft[mask] = np.maximum(soft[mask], 0.85)
-        soft *= labels == organ_label
-        hu = hu * (1 - soft) + lesion_hu * soft
-        labels[mask] = tumor_label
+        cls, box, mask, diameter = placed
+        look = _paint_lesion(
+            hu, labels, box, mask, organ_label, tumor_label, anatomy.parenchyma_hu[organ], diameter, sp, rng
+        )
+        # keep later lesions away from this one (within a box around it)
+        gbox = _grow(box, gap_vox, shape)
+        inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, gbox))
+        m = np.zeros(tuple(s.stop - s.start for s in gbox), dtype=bool)
+        m[inner] = mask
+        taken[gbox] |= ndimage.distance_transform_edt(~m, sampling=sp) <= gap
+        idx = np.argwhere(mask) + [s.start for s in box]
         lesions.append(
             {
-                "organ": organ_name,
+                "organ": organ,
                 "size_class": cls,
-                "centre_voxel": [int(v) for v in np.argwhere(mask).mean(0)],
-                "longest_diameter_mm": round(diameter, 2),
-                "volume_ml": round(float(mask.sum() * np.prod(spacing)) / 1000.0, 4),
+                "requested_class": requested,
+                "label": tumor_label,
+                "centre_voxel": [int(round(v)) for v in idx.mean(0)],
+                "bbox": [[int(a), int(b) + 1] for a, b in zip(idx.min(0), idx.max(0))],
+                "longest_diameter_mm": round(float(diameter), 2),
+                "volume_ml": round(float(len(idx) * np.prod(sp)) / 1000.0, 4),
+                "n_voxels": len(idx),
+                **look,
             }
         )
-    noise = gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.6) * 12.0 * 1.9
-    image = np.clip(np.round(hu + noise), -1024, 3071).astype(np.int16)
-    return image, labels, {"lesions": lesions, "skipped_lesions": skipped}
+    sigma = float(rng.uniform(10.0, 15.0))
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), NOISE_SMOOTHING_VOXELS)
+    hu += noise * (sigma / (float(noise.std()) + 1e-6))
+    image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    info = {
+        "lesions": lesions,
+        "skipped_lesions": skipped,
+        "parenchyma_hu": {k: round(v, 1) for k, v in anatomy.parenchyma_hu.items()},
+        "noise_sigma_hu": round(sigma, 2),
+    }
+    return image, labels, info
 
 
-def _write(path: Path, array: np.ndarray, spacing: Sequence[float]) -> None:
+# ---------------------------------------------------------------------------------------------------------------
+# dataset
+
+
+def _spread(n: int, k: int) -> set[int]:
+    """``k`` of the indices 0..n-1, evenly spread (k <= n)."""
+    return {int((j + 0.5) * n / k) for j in range(k)} if k else set()
+
+
+def plan_dataset(
+    n_train: int = 20, n_test: int = 6, healthy_fraction: float = 0.5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The cases of a demo dataset, without images: per case ``case_id``, ``split`` ("train"/"test"), ``index``,
+    ``healthy`` and ``lesion_classes`` (requested size classes).
+
+    Training: ``round(n_train * healthy_fraction)`` healthy cases (organ labels only: FreeTumor's "unlabeled" data),
+    evenly spread over the case ids; the others get 1-3 lesions with classes drawn uniformly. Test: rich in small
+    lesions, 2-4 lesions per case with :data:`TEST_CLASS_WEIGHTS`; with ``n_test >= 4`` about one case in six (at
+    least one) is healthy, for patient-level specificity. Each case draws from ``default_rng([seed, split, index])``.
+    """
+    n_healthy = int(round(n_train * healthy_fraction))
+    n_healthy_test = max(1, n_test // 6) if n_test >= 4 else 0
+    plan = []
+    for split, n, healthy_ids, weights, (kmin, kmax) in (
+        ("train", n_train, _spread(n_train, n_healthy), TRAIN_CLASS_WEIGHTS, TRAIN_LESIONS_PER_CASE),
+        ("test", n_test, _spread(n_test, n_healthy_test), TEST_CLASS_WEIGHTS, TEST_LESIONS_PER_CASE),
+    ):
+        names, w = list(weights), np.array(list(weights.values()), dtype=float)
+        for i in range(n):
+            rng = np.random.default_rng([seed, 0 if split == "train" else 1, i, 0])
+            healthy = i in healthy_ids
+            k = 0 if healthy else int(rng.integers(kmin, kmax + 1))
+            classes = [names[j] for j in rng.choice(len(names), size=k, p=w / w.sum())]
+            plan.append(
+                {
+                    "case_id": f"phantom_{i:03d}" if split == "train" else f"phantom_test_{i:03d}",
+                    "split": split,
+                    "index": i,
+                    "healthy": healthy,
+                    "lesion_classes": classes,
+                }
+            )
+    return plan
+
+
+def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of one case's image (independent of the other cases and of the dataset size)."""
+    return np.random.default_rng([seed, 0 if split == "train" else 1, index, 1])
+
+
+def _write_nifti(path: Path, array: np.ndarray, spacing: Sequence[float]) -> None:
+    """Write a (z, y, x) array with (z, y, x) spacing in mm: origin 0, identity direction, gzip-compressed."""
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # SimpleITK: x, y, z
+    img.SetOrigin((0.0, 0.0, 0.0))
+    img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def dataset_folder(raw_root: str | os.PathLike, dataset_id: int = 901, name: str = "FreeTumorDemo") -> Path:
+    """``raw_root/Dataset{id:03d}_{name}``."""
+    return Path(raw_root) / f"Dataset{int(dataset_id):03d}_{name}"
 
 
 def make_demo_dataset(
@@ -217,80 +542,111 @@ def make_demo_dataset(
     seed: int = 0,
     organs: Sequence[str] = ("liver",),
     overwrite: bool = False,
-    progress: bool = False,
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> Path:
-    """Write ``raw_root/Dataset{id:03d}_{name}`` (imagesTr/labelsTr/imagesTs/labelsTs, dataset.json,
-    phantom_cases.json). Built in a temporary sibling folder and moved into place at the end."""
+    """Write the phantom as nnU-Net raw dataset ``raw_root/Dataset{id:03d}_{name}`` and return that folder.
+
+    Contents: imagesTr/{case}_0000.nii.gz (int16 HU), labelsTr/{case}.nii.gz (uint8), imagesTs/labelsTs likewise
+    (case ids ``phantom_000``..., ``phantom_test_000``...), dataset.json (nnU-Net's ``generate_dataset_json``; channel
+    0 "CT"; labels background 0, liver 1, liver tumor 2, with kidneys also kidney 3, kidney tumor 4) and
+    phantom_cases.json (case id -> split, healthy, requested classes and the lesion list of :func:`make_case`).
+    shape (z, y, x) voxels, spacing (z, y, x) mm; see :func:`plan_dataset` for the split. The same arguments give
+    identical files.
+
+    The dataset is built in a hidden temporary sibling folder and moved into place at the end; on any error the
+    temporary folder is removed. An existing target is refused (FileExistsError) unless ``overwrite``, in which case
+    it is replaced only once the new dataset is complete; another dataset with the same id is always refused.
+    ``progress`` optionally wraps the list of cases (e.g. ``tqdm``).
+    """
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    _validate(shape, spacing, organs)
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
-    if not 0.0 <= healthy_fraction <= 1.0:
-        raise ValueError(f"healthy_fraction must be in [0, 1], got {healthy_fraction}")
-    if n_train < 2 or n_test < 0:
-        raise ValueError(f"need n_train >= 2 and n_test >= 0, got {n_train}, {n_test}")
-    if not name or not name.replace("_", "").isalnum():
-        raise ValueError(f"dataset name must be alphanumeric (underscores allowed), got {name!r}")
+    shape, sp = _check_shape_spacing(shape, spacing)
+    organs = _check_organs(organs)
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int | np.integer) or not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"dataset name must be letters, digits, '_' or '-' (e.g. FreeTumorDemo), got {name!r}")
+    if not isinstance(n_train, int | np.integer) or n_train < 2:
+        raise ValueError(f"n_train must be an integer >= 2 (nnU-Net needs at least 2 training cases), got {n_train!r}")
+    if not isinstance(n_test, int | np.integer) or n_test < 0:
+        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
+    if not (isinstance(healthy_fraction, int | float) and 0.0 <= healthy_fraction <= 1.0):
+        raise ValueError(f"healthy_fraction must be in [0, 1], got {healthy_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     raw_root = Path(raw_root)
-    target = raw_root / f"Dataset{int(dataset_id):03d}_{name}"
-    others = [p for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p != target] if raw_root.is_dir() else []
-    if others:
-        raise FileExistsError(
-            f"{others[0]} already uses dataset id {dataset_id} (nnU-Net resolves datasets by id): "
-            "choose another id with -d"
-        )
+    if raw_root.exists() and not raw_root.is_dir():
+        raise NotADirectoryError(f"the nnU-Net raw folder {raw_root} is not a folder")
+    target = dataset_folder(raw_root, int(dataset_id), name)
+    if raw_root.is_dir():
+        others = sorted(p for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != target.name)
+        if others:
+            raise FileExistsError(
+                f"{others[0]} already uses dataset id {int(dataset_id)} (nnU-Net finds datasets by id): choose "
+                f"another id with -d, or remove that folder"
+            )
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists: pass --overwrite to replace it")
+
+    plan = plan_dataset(int(n_train), int(n_test), float(healthy_fraction), int(seed))
+    cases: dict[str, Any] = {}
     with staged_folder(target) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             (tmp / sub).mkdir()
-        n_healthy = int(round(n_train * healthy_fraction))
-        cases: dict[str, Any] = {}
-        plan = []
-        for i in range(n_train):
-            rng = np.random.default_rng([seed, i])
-            healthy = i < n_healthy
-            classes = [] if healthy else list(rng.choice(list(SIZE_CLASSES), size=int(rng.integers(1, 4))))
-            plan.append((f"phantom_{i:03d}", "Tr", healthy, classes, rng))
-        for i in range(n_test):
-            rng = np.random.default_rng([seed, 100000 + i])
-            healthy = n_test >= 4 and i == 0
-            w = np.array(list(TEST_CLASS_WEIGHTS.values()))
-            classes = (
-                []
-                if healthy
-                else list(rng.choice(list(TEST_CLASS_WEIGHTS), size=int(rng.integers(2, 5)), p=w / w.sum()))
-            )
-            plan.append((f"phantom_test_{i:03d}", "Ts", healthy, classes, rng))
-        iterator = plan
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(plan, desc="phantom cases")
-        for case_id, split, healthy, classes, rng in iterator:
-            image, labels, info = make_case(shape, spacing, rng, [str(c) for c in classes], organs)
-            _write(tmp / f"images{split}" / f"{case_id}_0000.nii.gz", image, spacing)
-            _write(tmp / f"labels{split}" / f"{case_id}.nii.gz", labels, spacing)
-            cases[case_id] = {"split": "train" if split == "Tr" else "test", "healthy": healthy, **info}
-        label_names = {"background": 0, "liver": 1, "liver tumor": 2}
-        if "kidney" in organs:
-            label_names.update({"kidney": 3, "kidney tumor": 4})
+        for case in progress(plan) if progress is not None else plan:
+            rng = case_rng(int(seed), case["split"], case["index"])
+            image, labels, info = make_case(shape, sp, rng, case["lesion_classes"], organs)
+            if not case["healthy"] and not info["lesions"]:
+                raise ValueError(
+                    f"no lesion fits the organs of case {case['case_id']}: the field of view "
+                    f"({' x '.join(f'{n * s:g}' for n, s in zip(shape, sp))} mm) is too small for lesions of "
+                    f"{SIZE_CLASSES['tiny'][0]:g} mm or more; use a larger --shape or --spacing"
+                )
+            tag = "Tr" if case["split"] == "train" else "Ts"
+            _write_nifti(tmp / f"images{tag}" / f"{case['case_id']}_0000.nii.gz", image, sp)
+            _write_nifti(tmp / f"labels{tag}" / f"{case['case_id']}.nii.gz", labels, sp)
+            cases[case["case_id"]] = {
+                "split": case["split"],
+                "healthy": case["healthy"],
+                "requested_classes": case["lesion_classes"],
+                **info,
+            }
+        label_names = {k: v for k, v in LABEL_NAMES.items() if v <= 2 or "kidney" in organs}
         generate_dataset_json(
             str(tmp),
             {0: "CT"},
             label_names,
-            n_train,
+            int(n_train),
             ".nii.gz",
             dataset_name=target.name,
-            description="FreeTumor phantom: CT-like abdomen, healthy and lesion cases",
+            description=(
+                "nnunet-freetumor phantom: deterministic CT-like abdomen in HU; healthy training cases carry organ "
+                "labels only (FreeTumor's unlabeled data); lesion lists in phantom_cases.json"
+            ),
+            license="synthetic data, no restrictions",
+            converted_by="nnunet_freetumor.phantom.make_demo_dataset",
             phantom={
-                "shape": list(map(int, shape)),
-                "spacing": list(map(float, spacing)),
-                "seed": seed,
-                "healthy_fraction": healthy_fraction,
+                "shape": list(shape),
+                "spacing": [float(s) for s in sp],
+                "seed": int(seed),
+                "n_test": int(n_test),
+                "healthy_fraction": float(healthy_fraction),
                 "organs": list(organs),
+                "size_classes_mm": {k: list(v) for k, v in SIZE_CLASSES.items()},
             },
         )
         (tmp / "phantom_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
     return target
+
+
+def summarize_cases(cases: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Counts of a phantom_cases.json mapping: train_healthy, train_labeled, test, test_healthy, lesions."""
+    train = [c for c in cases.values() if c["split"] == "train"]
+    test = [c for c in cases.values() if c["split"] == "test"]
+    return {
+        "train_healthy": sum(bool(c["healthy"]) for c in train),
+        "train_labeled": sum(not c["healthy"] for c in train),
+        "test": len(test),
+        "test_healthy": sum(bool(c["healthy"]) for c in test),
+        "lesions": sum(len(c["lesions"]) for c in cases.values()),
+    }
