@@ -71,3 +71,39 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def new_dataset_folder(
+    raw_root: str | os.PathLike,
+    dataset_id: int,
+    name: str,
+    *,
+    other_roots=(),
+    source: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """``raw_root/DatasetXXX_name`` for a dataset about to be written, after nnU-Net's rules: an id in 1..999, an
+    alphanumeric name, not the source dataset's id, and no other dataset with that id in ``raw_root`` or
+    ``other_roots`` (nnU-Net resolves datasets by id). An existing folder of the same name needs ``overwrite``."""
+    from nnunet_freetumor.config import FreeTumorConfigError
+
+    if not 1 <= int(dataset_id) <= 999:
+        raise FreeTumorConfigError(f"the dataset id must be in 1..999, got {dataset_id}")
+    if not name or not name.replace("_", "").isalnum():
+        raise FreeTumorConfigError(f"the dataset name must be alphanumeric (underscores allowed), got {name!r}")
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    if source is not None and source.startswith(prefix):
+        raise FreeTumorConfigError(f"dataset id {dataset_id} is the source dataset's id: choose a free dataset id")
+    target = Path(raw_root) / f"{prefix}{name}"
+    for root in (raw_root, *other_roots):
+        if root is None or not Path(root).is_dir():
+            continue
+        others = sorted(p for p in Path(root).glob(f"{prefix}*") if p.name != target.name)
+        if others:
+            raise FreeTumorConfigError(
+                f"{others[0]} already uses dataset id {dataset_id} (nnU-Net finds datasets by id): choose another "
+                "id, or remove that folder"
+            )
+    if target.exists() and not overwrite:
+        raise FreeTumorConfigError(f"{target} already exists: pass --overwrite to replace it")
+    return target

@@ -48,7 +48,7 @@ from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
-from nnunet_freetumor.io import staged_folder
+from nnunet_freetumor.io import new_dataset_folder, staged_folder
 from nnunet_freetumor.labels import config_for_dataset, healthy_organs
 from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
 from nnunet_freetumor.plots import Example, save_montage
@@ -413,26 +413,15 @@ class OfflineExport:
     # --- set-up -----------------------------------------------------------------------------------------------------
     def _target(self, raw_root: Path, preprocessed_root, results_root) -> Path:
         req = self.req
-        if not 1 <= int(req.out_id) <= 999:
-            raise FreeTumorConfigError(f"-o must be a dataset id in 1..999, got {req.out_id}")
         name = req.name or f"{self.name.split('_', 1)[1]}_{req.method}"
-        if not name.replace("_", "").isalnum():
-            raise FreeTumorConfigError(f"--name must be alphanumeric (underscores allowed), got {name!r}")
-        target = raw_root / f"Dataset{int(req.out_id):03d}_{name}"
-        if target.name.split("_", 1)[0] == self.name.split("_", 1)[0]:
-            raise FreeTumorConfigError(f"-o {req.out_id} is the source dataset's id: choose a free dataset id")
-        for root in (raw_root, preprocessed_root, results_root):
-            if root is None or not Path(root).is_dir():
-                continue
-            others = [p for p in Path(root).glob(f"Dataset{int(req.out_id):03d}_*") if p.name != target.name]
-            if others:
-                raise FreeTumorConfigError(
-                    f"{others[0]} already uses dataset id {req.out_id} (nnU-Net finds datasets by id): choose another "
-                    "-o or remove it"
-                )
-        if target.exists() and not req.overwrite:
-            raise FreeTumorConfigError(f"{target} already exists: pass --overwrite to replace it")
-        return target
+        return new_dataset_folder(
+            raw_root,
+            req.out_id,
+            name,
+            other_roots=(preprocessed_root, results_root),
+            source=self.name,
+            overwrite=req.overwrite,
+        )
 
     def _load_generator(self, results_root) -> None:
         from nnunet_freetumor.generator.checkpoint import find_generator, load_compatible_generator

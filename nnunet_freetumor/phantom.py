@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_freetumor.evaluation import longest_diameter_mm
-from nnunet_freetumor.io import staged_folder
+from nnunet_freetumor.io import new_dataset_folder, staged_folder
 
 # longest diameter (mm) of each lesion size class: [min, max); ordered from small to large
 SIZE_CLASSES: dict[str, tuple[float, float]] = {
@@ -525,11 +525,6 @@ def _write_nifti(path: Path, array: np.ndarray, spacing: Sequence[float]) -> Non
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
-def dataset_folder(raw_root: str | os.PathLike, dataset_id: int = 901, name: str = "FreeTumorDemo") -> Path:
-    """``raw_root/Dataset{id:03d}_{name}``."""
-    return Path(raw_root) / f"Dataset{int(dataset_id):03d}_{name}"
-
-
 def make_demo_dataset(
     raw_root: str | os.PathLike,
     dataset_id: int = 901,
@@ -554,8 +549,8 @@ def make_demo_dataset(
     identical files.
 
     The dataset is built in a hidden temporary sibling folder and moved into place at the end; on any error the
-    temporary folder is removed. An existing target is refused (FileExistsError) unless ``overwrite``, in which case
-    it is replaced only once the new dataset is complete; another dataset with the same id is always refused.
+    temporary folder is removed. An existing target is refused (FreeTumorConfigError) unless ``overwrite``, in which
+    case it is replaced only once the new dataset is complete; another dataset with the same id is always refused.
     ``progress`` optionally wraps the list of cases (e.g. ``tqdm``).
     """
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
@@ -577,16 +572,7 @@ def make_demo_dataset(
     raw_root = Path(raw_root)
     if raw_root.exists() and not raw_root.is_dir():
         raise NotADirectoryError(f"the nnU-Net raw folder {raw_root} is not a folder")
-    target = dataset_folder(raw_root, int(dataset_id), name)
-    if raw_root.is_dir():
-        others = sorted(p for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != target.name)
-        if others:
-            raise FileExistsError(
-                f"{others[0]} already uses dataset id {int(dataset_id)} (nnU-Net finds datasets by id): choose "
-                f"another id with -d, or remove that folder"
-            )
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists: pass --overwrite to replace it")
+    target = new_dataset_folder(raw_root, int(dataset_id), name, overwrite=overwrite)
 
     plan = plan_dataset(int(n_train), int(n_test), float(healthy_fraction), int(seed))
     cases: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from nnunet_freetumor import phantom
+from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.entrypoints import make_demo_dataset as cli
 from nnunet_freetumor.phantom import (
     SIZE_CLASSES,
@@ -237,9 +238,9 @@ def test_existing_dataset_is_refused_without_overwrite_and_no_partial_folder_is_
     kw = dict(n_train=2, n_test=0, shape=SMALL)
     make_demo_dataset(tmp_path, 906, "T", **kw)
     before = tree_digest(tmp_path / "Dataset906_T")
-    with pytest.raises(FileExistsError, match=r"Dataset906_T already exists: pass --overwrite"):
+    with pytest.raises(FreeTumorConfigError, match=r"Dataset906_T already exists: pass --overwrite"):
         make_demo_dataset(tmp_path, 906, "T", **kw)
-    with pytest.raises(FileExistsError, match="Dataset906_T already uses dataset id 906"):
+    with pytest.raises(FreeTumorConfigError, match="Dataset906_T already uses dataset id 906"):
         make_demo_dataset(tmp_path, 906, "Other", **kw)
     # a crash half-way (here: the third file write) leaves neither a partial dataset nor a temporary folder, and the
     # existing dataset is untouched even with overwrite=True
