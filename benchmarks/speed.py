@@ -91,25 +91,29 @@ def setup(work: Path, quick: bool, device: str) -> dict:
         )
     if not (res / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0" / "generator_final.safetensors").is_file():
         feats = ["8", "16", "32"] if quick else ["32", "64", "128", "256", "320"]
-        sh(
-            [
-                "freetumor_train_generator",
-                DATASET_ID,
-                "--epochs",
-                1,
-                "--max_steps_per_epoch",
-                1,
-                "--batch_size",
-                2,
-                "--gen_features",
-                *feats,
-                "--device",
-                "cpu",
-                "--num_workers",
-                0,
-            ],
-            env,
-        )
+        # the generator's crop is half the patch per axis, as on real data where the patch (e.g. 128^3) is larger
+        # than the generator's 96^3 crop: otherwise crop and patch coincide and the gate-crop comparison is empty
+        plans = json.loads((work / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").read_text())
+        crop = [max(8, p // 2) for p in plans["configurations"]["3d_fullres"]["patch_size"]]
+        cmd = [
+            "freetumor_train_generator",
+            DATASET_ID,
+            "--epochs",
+            1,
+            "--max_steps_per_epoch",
+            1,
+            "--batch_size",
+            2,
+            "--gen_features",
+            *feats,
+            "--crop_size",
+            *crop,
+            "--device",
+            "cpu",
+            "--num_workers",
+            0,
+        ]
+        sh(cmd, env)
     return env
 
 
@@ -213,11 +217,12 @@ def bench_da_workers(samples: int) -> dict:
 def bench_gate(device: torch.device, n: int) -> dict:
     """Gate decisions and cost on the same synthetic tumors: tumor-centred crop vs whole patch."""
     tr = make_trainer("nnUNetTrainerFreeTumor", device)
-    agree, total, t_crop, t_full = 0, 0, 0.0, 0.0
+    agree, total, t_crop, t_full, acc_crop, acc_full, p_diff = 0, 0, 0.0, 0.0, 0, 0, 0.0
     cfg = tr.freetumor_config
     while total < n:
         batch = next(tr.dataloader_train)
         p = {}
+        np_state, torch_state = np.random.get_state(), torch.get_rng_state()
         for bbox in (True, False):
             tr.freetumor_config = cfg.replace(gate_bbox_crop=bbox)
             captured = {}
@@ -232,8 +237,8 @@ def bench_gate(device: torch.device, n: int) -> dict:
                 return out
 
             tr._gate = spy
-            np.random.seed(total)
-            torch.manual_seed(total)
+            np.random.set_state(np_state)  # both gates judge the same synthetic tumors (same sigmas, same G input)
+            torch.set_rng_state(torch_state)
             tr.synthesize_batch(
                 {
                     k: (v.clone() if torch.is_tensor(v) else [x.clone() for x in v] if isinstance(v, list) else v)
@@ -251,9 +256,18 @@ def bench_gate(device: torch.device, n: int) -> dict:
             a = p[True] >= cfg.gate_threshold
             b = p[False] >= cfg.gate_threshold
             agree += int((a == b).sum())
+            acc_crop, acc_full = acc_crop + int(a.sum()), acc_full + int(b.sum())
+            p_diff += float((p[True] - p[False]).abs().sum())
             total += len(a)
     tr.freetumor_config = cfg
-    return {"n": total, "agreement": agree / max(total, 1), "cost_ratio_crop_vs_full": t_crop / max(t_full, 1e-9)}
+    return {
+        "n": total,
+        "agreement": agree / max(total, 1),
+        "accepted_crop": acc_crop,
+        "accepted_full": acc_full,
+        "mean_abs_p_difference": p_diff / max(total, 1),
+        "cost_ratio_crop_vs_full": t_crop / max(t_full, 1e-9),
+    }
 
 
 def bench_generator(device: torch.device, steps: int) -> dict:
@@ -320,7 +334,10 @@ def main() -> None:
     lines += [
         "",
         f"Gate on the tumor-centred crop vs the whole patch: {gate['n']} synthetic tumors, decisions agree "
-        f"{100 * gate['agreement']:.0f} %, cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
+        f"{100 * gate['agreement']:.0f} % (accepted: {gate['accepted_crop']} on the crop, "
+        f"{gate['accepted_full']} on the patch; a weak S accepts little, and agreement on rejections says less; "
+        f"mean |P_crop - P_patch| {gate['mean_abs_p_difference']:.3f}), "
+        f"cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
     ]
     gen = bench_generator(device, steps)
     lines += ["", "| generator training | samples/s | peak GPU memory [GiB] |", "|---|---|---|"]
