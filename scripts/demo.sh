@@ -5,7 +5,7 @@
 #
 # Everything goes to $FREETUMOR_DEMO_DIR (default ./demo_work): nnUNet_raw, nnUNet_preprocessed, nnUNet_results,
 # predictions/ and the evaluation summaries. Re-running skips the steps whose outputs exist.
-# Knobs (environment): DEMO_EPOCHS (8), DEMO_ITERS (20) iterations per epoch, DEMO_GEN_EPOCHS (6), DEMO_DEVICE (cpu).
+# Knobs (environment): DEMO_EPOCHS (6), DEMO_ITERS (15) iterations per epoch, DEMO_GEN_EPOCHS (6), DEMO_DEVICE (cpu).
 # The schedule is far too short for good models: the demo shows the pipeline and its outputs, not the method's
 # benefit (benchmarks/compare.py measures that).
 set -euo pipefail
@@ -17,7 +17,7 @@ device=${DEMO_DEVICE:-cpu}
 id=901
 ds=Dataset901_FreeTumorDemo
 # short schedules for every trainer of this demo (read by the plugin's trainers only)
-export nnUNet_freetumor_epochs=${DEMO_EPOCHS:-8} nnUNet_freetumor_iters=${DEMO_ITERS:-20} nnUNet_freetumor_val_iters=5
+export nnUNet_freetumor_epochs=${DEMO_EPOCHS:-6} nnUNet_freetumor_iters=${DEMO_ITERS:-15} nnUNet_freetumor_val_iters=5
 train_env=(env "nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2}")
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=$(date +%s)
