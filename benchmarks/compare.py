@@ -138,8 +138,13 @@ def sh(cmd: list, env: dict, log: Path) -> None:
 
 
 class Comparison:
-    def __init__(self, work: Path, p: dict, device: str):
+    """Runs and evaluations of one dataset inside a work folder (its own nnUNet_raw / _preprocessed; one results
+    root per seed). Everything already done is reused."""
+
+    def __init__(self, work: Path, p: dict, device: str, dataset_id: int = DATASET_ID, name: str = NAME):
         self.work, self.p, self.device = work, p, device
+        self.dataset_id, self.name = dataset_id, name
+        self.ds = f"Dataset{dataset_id:03d}_{name}"
         self.raw, self.pre = work / "nnUNet_raw", work / "nnUNet_preprocessed"
         self.log = work / "commands.log"
         self.base_env = {
@@ -155,8 +160,8 @@ class Comparison:
     def results_root(self, seed: int, generator: str | None) -> Path:
         """One nnU-Net results folder per seed; generator ablations get their own, sharing the seed's baseline."""
         root = self.work / f"seed_{seed}" / ("main" if generator in (None, "both") else f"gen_{generator}")
-        base = root / DATASET / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres"
-        main_base = self.work / f"seed_{seed}" / "main" / DATASET / base.name
+        base = root / self.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres"
+        main_base = self.work / f"seed_{seed}" / "main" / self.ds / base.name
         if root.name != "main" and not base.exists():
             base.parent.mkdir(parents=True, exist_ok=True)
             base.symlink_to(main_base, target_is_directory=True)
@@ -170,15 +175,16 @@ class Comparison:
         }
 
     def dataset(self) -> None:
+        """The comparison's phantom, planned and preprocessed."""
         p = self.p
-        if not (self.pre / DATASET / "nnUNetPlans.json").is_file():
+        if not (self.pre / self.ds / "nnUNetPlans.json").is_file():
             sh(
                 [
                     "freetumor_make_demo_dataset",
                     "-d",
-                    DATASET_ID,
+                    self.dataset_id,
                     "--name",
-                    NAME,
+                    self.name,
                     "--n_train",
                     p["n_train"],
                     "--n_test",
@@ -196,11 +202,15 @@ class Comparison:
                 self.base_env,
                 self.log,
             )
+        self.preprocess()
+
+    def preprocess(self) -> None:
+        if not (self.pre / self.ds / "nnUNetPlans.json").is_file():
             sh(
                 [
                     "nnUNetv2_plan_and_preprocess",
                     "-d",
-                    DATASET_ID,
+                    self.dataset_id,
                     "-c",
                     "3d_fullres",
                     "-np",
@@ -213,19 +223,19 @@ class Comparison:
                 self.log,
             )
         sh(
-            ["freetumor_config", "-d", DATASET_ID, "--gate_trainer", "nnUNetTrainerBaseline", "--write"],
+            ["freetumor_config", "-d", self.dataset_id, "--gate_trainer", "nnUNetTrainerBaseline", "--write"],
             self.base_env,
             self.log,
         )
 
     def train(self, seed: int, run: Run) -> Path:
         env = self.env(seed, run.generator)
-        fold = Path(env["nnUNet_results"]) / DATASET / f"{run.trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        fold = Path(env["nnUNet_results"]) / self.ds / f"{run.trainer}__nnUNetPlans__3d_fullres" / "fold_0"
         if not (fold / "checkpoint_final.pth").is_file():
             if run.generator:
                 self.generator(seed, run.generator)
             sh(
-                ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device],
+                ["nnUNetv2_train", self.dataset_id, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device],
                 # DA in the main process: seedable, and on 2 cores workers buy nothing (never set for planning)
                 {**env, "nnUNet_n_proc_DA": "0"},
                 self.log,
@@ -234,13 +244,13 @@ class Comparison:
 
     def generator(self, seed: int, losses: str) -> None:
         env = self.env(seed, losses)
-        out = Path(env["nnUNet_results"]) / DATASET / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
+        out = Path(env["nnUNet_results"]) / self.ds / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
         if (out / "generator_final.safetensors").is_file():
             return
         p = self.p
         cmd = [
             "freetumor_train_generator",
-            DATASET_ID,
+            self.dataset_id,
             "-f",
             0,
             "--epochs",
@@ -267,7 +277,12 @@ class Comparison:
     def evaluate(self, seed: int, run: Run, model: Path) -> dict:
         from nnunet_freetumor.evaluation import evaluate_folder
 
-        out = self.work / "predictions" / f"seed_{seed}" / run.row.replace(" ", "_").replace(":", "")
+        row = run.row.replace(" ", "_").replace(":", "")
+        out = (
+            self.work / "predictions" / f"seed_{seed}" / row
+            if self.ds == DATASET
+            else self.work / "predictions" / self.ds / f"seed_{seed}" / row
+        )
         summary_file = out / "summary_freetumor.json"
         if not summary_file.is_file():
             env = self.env(seed, run.generator)
@@ -275,11 +290,11 @@ class Comparison:
                 [
                     "nnUNetv2_predict",
                     "-i",
-                    self.raw / DATASET / "imagesTs",
+                    self.raw / self.ds / "imagesTs",
                     "-o",
                     out,
                     "-d",
-                    DATASET_ID,
+                    self.dataset_id,
                     "-c",
                     "3d_fullres",
                     "-f",
@@ -298,7 +313,7 @@ class Comparison:
             )
             summary = evaluate_folder(
                 out,
-                self.raw / DATASET / "labelsTs",
+                self.raw / self.ds / "labelsTs",
                 json.loads((model / "dataset.json").read_text()),
                 num_processes=1,
                 progress=False,
