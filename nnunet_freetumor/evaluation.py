@@ -46,6 +46,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist, pdist
 
+from nnunet_freetumor.io import check_complete
+
 SUMMARY_JSON = "summary_freetumor.json"
 SUMMARY_MD = "summary_freetumor.md"
 DEFAULT_SIZE_BINS_MM = (20.0, 50.0)
@@ -531,6 +533,7 @@ class _Preloaded:
 
 def _read(rw: Any, fname: str) -> tuple[np.ndarray, dict]:
     try:
+        check_complete(fname)  # SimpleITK reads a truncated .nii.gz without an error
         return rw.read_seg(fname)
     except Exception as e:  # any reader failure means a bad input file
         raise EvaluationError(

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or ``kill -9`` leaves either the old file or the new one, never half of one."""
+"""File safety: atomic writes (a crash or ``kill -9`` leaves either the old file or the new one, never half of one)
+and a completeness check for image files that readers would load half-written."""
 
 from __future__ import annotations
 
@@ -107,3 +108,45 @@ def new_dataset_folder(
     if target.exists() and not overwrite:
         raise FreeTumorConfigError(f"{target} already exists: pass --overwrite to replace it")
     return target
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when an image file is cut short: a gzip stream that ends early or fails its CRC, or a NIfTI
+    (``.nii`` / ``.nii.gz``) with fewer voxel bytes than its header announces.
+
+    SimpleITK does not notice either: a ``.nii.gz`` cut in half reads without an error, the missing half filled with
+    whatever the decoder left there. Costs one extra decompression pass; other formats are left to the reader.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    path = Path(path)
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    if not (gz or name.endswith(".nii")):
+        return
+    opener = gzip.open if gz else open
+    total, head = 0, b""
+    try:
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                if len(head) < 348:
+                    head += chunk[: 348 - len(head)]
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as e:  # gzip: "Compressed file ended before the end-of-stream marker ..."
+        raise ValueError(f"{path} is truncated or corrupt ({e})") from None
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or len(head) < 348:
+        return
+    for endian in "<>":
+        if struct.unpack(endian + "i", head[:4])[0] == 348:  # NIfTI-1 header size, in the file's byte order
+            dim = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+            n = 1
+            for d in dim[1 : 1 + max(0, min(dim[0], 7))]:
+                n *= max(int(d), 1)
+            expected = int(vox_offset) + n * bitpix // 8
+            if total < expected:
+                raise ValueError(f"{path} is truncated: {total} bytes of NIfTI data, its header announces {expected}")
+            return

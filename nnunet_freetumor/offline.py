@@ -48,7 +48,7 @@ from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
-from nnunet_freetumor.io import new_dataset_folder, staged_folder
+from nnunet_freetumor.io import check_complete, new_dataset_folder, staged_folder
 from nnunet_freetumor.labels import config_for_dataset, healthy_organs
 from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
 from nnunet_freetumor.plots import Example, save_montage
@@ -201,8 +201,15 @@ def read_image(path: str | os.PathLike):
     """(array in SimpleITK's (z, y, x) order, spacing in the same order (mm), the SimpleITK image for its geometry)."""
     import SimpleITK as sitk
 
-    img = sitk.ReadImage(str(path))
-    arr = sitk.GetArrayFromImage(img)
+    try:
+        check_complete(path)  # SimpleITK reads a truncated .nii.gz without an error
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img)
+    except (RuntimeError, ValueError) as e:  # unreadable, truncated or corrupt file
+        last = str(e).strip().splitlines()[-1][:200] if str(e).strip() else repr(e)
+        raise FreeTumorConfigError(
+            f"cannot read {path} (corrupt or truncated file?): {last}; re-export or remove this file and run again"
+        ) from None
     if arr.ndim != 3:
         raise FreeTumorConfigError(f"{path} is not a 3-D single-channel image (array shape {arr.shape})")
     return arr, tuple(float(s) for s in reversed(img.GetSpacing())), img

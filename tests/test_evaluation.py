@@ -328,3 +328,13 @@ def test_geometry_mismatch_is_a_clear_error_naming_the_case(tmp_path, arr, spaci
     write_seg(pred_dir / "case_c.nii.gz", arr, spacing)
     with pytest.raises(EvaluationError, match="case_c: prediction and ground truth differ in geometry"):
         evaluate_folder(pred_dir, gt_dir, dj, num_processes=2, progress=False)
+
+
+def test_a_truncated_prediction_is_a_clear_error_naming_the_file_and_nothing_is_written(tmp_path):
+    pred_dir, gt_dir, dj = make_dataset(tmp_path)
+    data = (pred_dir / "case_b.nii.gz").read_bytes()
+    (pred_dir / "case_b.nii.gz").write_bytes(data[: len(data) // 2])  # SimpleITK alone would read it without error
+    proc = cli(pred_dir, gt_dir, "-djfile", dj, "-np", 0)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "case_b.nii.gz is truncated" in proc.stderr
+    assert not list(pred_dir.glob("summary_freetumor*")) and not list(pred_dir.glob(".*tmp"))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from nnunet_freetumor.io import atomic_save, atomic_write_text
+from nnunet_freetumor.io import atomic_save, atomic_write_text, check_complete
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
@@ -55,3 +55,30 @@ def test_kill_9_during_a_write_leaves_the_previous_file(tmp_path):
     proc.wait(timeout=10)
     time.sleep(0.1)
     assert target.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
+def test_truncated_or_corrupt_images_that_simpleitk_reads_silently_are_detected(tmp_path, ending):
+    import numpy as np
+    import SimpleITK as sitk
+
+    arr = np.random.default_rng(0).integers(-1000, 1000, (12, 32, 32)).astype(np.int16)
+    path = tmp_path / f"img{ending}"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path), useCompression=ending.endswith(".gz"))
+    check_complete(path)  # intact
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{ending}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(cut))).shape == arr.shape  # the hazard: no reader error
+    with pytest.raises(ValueError, match="truncated"):
+        check_complete(cut)
+    if ending.endswith(".gz"):
+        bad = tmp_path / f"bad{ending}"
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF  # one corrupted byte in the deflate stream
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match="truncated or corrupt"):
+            check_complete(bad)
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    check_complete(other)  # formats without a check pass through

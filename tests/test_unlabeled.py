@@ -320,6 +320,18 @@ def test_make_split_writes_nnunets_split_of_the_existing_cases_plus_the_new_ones
     assert [s["train"] for s in written] == [s["train"] + ["unlabeled_a"] for s in expected]
 
 
+def test_a_truncated_scan_is_a_clear_error_naming_the_file_and_nothing_is_written(roots, tmp_path):
+    raw = roots["raw"] / SRC
+    before = snapshot(raw)
+    folder = unlabeled(tmp_path / "in", {"a": ct_case(10), "b": ct_case(11)}, masks=tmp_path / "masks")
+    data = (folder / "b_0000.nii.gz").read_bytes()
+    (folder / "b_0000.nii.gz").write_bytes(data[: len(data) // 2])  # header intact, voxel data cut off
+    with pytest.raises(FreeTumorConfigError, match=r"cannot read .*b_0000\.nii\.gz \(corrupt or truncated"):
+        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+    assert snapshot(raw) == before
+    assert sorted(p.name for p in roots["raw"].iterdir()) == [SRC]
+
+
 def test_an_id_clash_is_refused_before_anything_is_written(roots, tmp_path):
     raw = roots["raw"] / SRC
     before = snapshot(raw)
