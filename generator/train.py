@@ -144,6 +144,8 @@ class GeneratorTrainer:
         self.data = GeneratorData(
             data_folder, training_cases(pre, args.fold, ids), self.cfg, self.crop_size, self.spacing, seed=args.seed
         )
+        self.data[0]  # one sample in this process: "no healthy organ crop" fails here as one clear error, not later
+        # inside a DataLoader worker (pure function of (seed, epoch, index): nothing of the run's randomness is used)
 
         torch.manual_seed(args.seed)  # identical initial weights on every rank
         self.g_spec = networks.unet_spec(args.gen_features, 1, len(self.cfg.pairs))

@@ -1,0 +1,218 @@
+"""Data scaling: fixed labeled cases plus 0 / N / 2N / 4N unlabeled healthy scans, baseline vs FreeTumor.
+
+    python benchmarks/scaling.py [--preset quick|cpu] [--seeds S] [--workdir DIR] [--results benchmarks/RESULTS.md]
+
+The unlabeled scans enter the way a user brings them: `freetumor_add_unlabeled -d BASE -i SCANS --organ-masks MASKS
+-o NEW --make_split` (organ masks supplied: the phantom's own organ labels, i.e. a perfect organ model), so the study
+also exercises the merging tool. Each dataset is planned and preprocessed; for every seed a baseline
+(`nnUNetTrainerBaseline`), a generator and `nnUNetTrainerFreeTumor` are trained on fold 0 (same validation cases in
+every dataset: the unlabeled scans only join the training lists) and evaluated on the same test cases.
+Writes the section "Data scaling (<preset>)" of RESULTS.md (a table and a plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare import Comparison, Run, sh, write_section  # noqa: E402
+
+PRESETS = {
+    "quick": dict(
+        shape=(24, 48, 48),
+        labeled=5,  # --make_split needs 5 labeled cases for nnU-Net's 5 folds
+        n=2,
+        n_test=4,
+        seeds=1,
+        epochs=1,
+        iters=4,
+        gen_epochs=1,
+        gen_features=(4, 8, 16),
+        disc_features=(4, 8),
+        gen_steps=2,
+        healthy=0.0,
+    ),
+    "cpu": dict(
+        shape=(24, 48, 48),
+        labeled=6,
+        n=6,
+        n_test=12,
+        seeds=2,
+        epochs=15,
+        iters=20,
+        gen_epochs=8,
+        gen_features=(8, 16, 32, 64),
+        disc_features=(8, 16, 32),
+        gen_steps=None,
+        healthy=0.0,
+    ),
+}
+BASE_ID, BASE_NAME = 920, "FreeTumorScale"
+COLUMNS = {  # headline() key -> table heading
+    "dice_tumor": "Dice (tumor)",
+    "lesion_sensitivity": "lesion sens.",
+    "small_lesion_sensitivity": "small-lesion sens.",
+    "patient_specificity": "patient spec.",
+}
+RUNS = [Run("baseline", "nnUNetTrainerBaseline", None), Run("FreeTumor (T=0.7)", "nnUNetTrainerFreeTumor", "both")]
+
+
+def write_unlabeled_scans(folder: Path, n: int, p: dict) -> None:
+    """``n`` healthy phantom scans (seeded apart from the dataset's cases) with their organ masks."""
+    import SimpleITK as sitk
+
+    from nnunet_freetumor.phantom import make_case
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    spacing = (4.0, 2.5, 2.5)
+    for i in range(n):
+        image, labels, _ = make_case(p["shape"], spacing, np.random.default_rng([777, i]), [])
+        for arr, path in (
+            (image, folder / "images" / f"scan{i:03d}_0000.nii.gz"),
+            (labels, folder / "masks" / f"scan{i:03d}.nii.gz"),
+        ):
+            img = sitk.GetImageFromArray(arr)
+            img.SetSpacing(tuple(reversed(spacing)))
+            sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def subset(folder: Path, k: int) -> Path:
+    """The first ``k`` scans of the pool as their own input folders (symlinks)."""
+    out = folder / f"first_{k}"
+    if not out.exists():
+        for sub, pattern in (("images", "scan{:03d}_0000.nii.gz"), ("masks", "scan{:03d}.nii.gz")):
+            (out / sub).mkdir(parents=True)
+            for i in range(k):
+                (out / sub / pattern.format(i)).symlink_to(folder / sub / pattern.format(i))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    ap.add_argument("--quick", action="store_const", const="quick", dest="preset")
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workdir", default=None, help="[benchmarks/work_scaling_<preset>]")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    a = ap.parse_args()
+    p = dict(PRESETS[a.preset], n_train=PRESETS[a.preset]["labeled"])
+    if a.seeds:
+        p["seeds"] = a.seeds
+    work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    base = Comparison(work, p, a.device, BASE_ID, BASE_NAME)
+    base.dataset()  # labeled cases only (healthy fraction 0) + the test split
+    pool = work / "unlabeled_pool"
+    counts = [0, p["n"], 2 * p["n"], 4 * p["n"]]
+    if not (pool / "masks" / f"scan{counts[-1] - 1:03d}.nii.gz").is_file():
+        write_unlabeled_scans(pool, counts[-1], p)
+    datasets = {0: base}
+    for j, k in enumerate(counts[1:], start=1):
+        c = Comparison(work, p, a.device, BASE_ID + j, f"{BASE_NAME}{k}")
+        if not (c.raw / c.ds / "dataset.json").is_file():
+            src = subset(pool, k)
+            sh(
+                [
+                    "freetumor_add_unlabeled",
+                    "-d",
+                    BASE_ID,
+                    "-i",
+                    src / "images",
+                    "--organ-masks",
+                    src / "masks",
+                    "-o",
+                    BASE_ID + j,
+                    "--name",
+                    f"{BASE_NAME}{k}",
+                    "--make_split",
+                    "--min_organ_ml",
+                    0,
+                    "--no_progress",
+                ],
+                c.base_env,
+                c.log,
+            )
+        c.preprocess()
+        datasets[k] = c
+
+    from nnunet_freetumor.evaluation import headline
+
+    table: dict[str, dict[int, list[dict]]] = {r.row: {k: [] for k in counts} for r in RUNS}
+    for seed in range(p["seeds"]):
+        for k, c in datasets.items():
+            for run in RUNS:
+                if k == 0 and run.generator is not None:
+                    continue  # FreeTumor needs tumor-free organ crops: the labeled phantoms have none (see the note)
+                model = c.train(seed, run)
+                h = headline(c.evaluate(seed, run, model))
+                stats = model / "fold_0" / "freetumor_stats.json"
+                if stats.is_file():  # synthetic tumors over the whole training (FreeTumor only)
+                    epochs = json.loads(stats.read_text())
+                    h.update({key: sum(e[key] for e in epochs) for key in ("synthesized", "accepted")})
+                table[run.row][k].append(h)
+                print(f"seed {seed} unlabeled {k} {run.row}: {table[run.row][k][-1]}", flush=True)
+
+    def fmt(vals: list[float | None]) -> str:
+        v = [x for x in vals if x is not None]
+        return "n/a" if not v else (f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+
+    compute = json.loads((work / "compute_seconds.json").read_text())  # all datasets share the work folder
+    title = f"## Data scaling ({a.preset})"
+    lines = [
+        title,
+        "",
+        f"Generated by `python benchmarks/scaling.py --preset {a.preset}` ({compute / 3600:.1f} h of commands). "
+        f"{p['labeled']} labeled training cases + k unlabeled healthy scans added with `freetumor_add_unlabeled` "
+        f"(supplied organ masks); {p['n_test']} test cases; {p['epochs']} epochs x {p['iters']} iterations; "
+        f"{p['seeds']} seed(s); mean ± sd over seeds.",
+        "",
+        "| unlabeled scans | "
+        + " | ".join(f"{r.row}: {name}" for r in RUNS for name in COLUMNS.values())
+        + " | FreeTumor: synthetic tumors accepted / synthesized |",
+        "|---|" + "---|" * (len(RUNS) * len(COLUMNS) + 1),
+    ]
+    for k in counts:
+        cells = [fmt([h[key] for h in table[r.row][k]]) for r in RUNS for key in COLUMNS]
+        ft = [h for r in RUNS if r.generator for h in table[r.row][k] if "accepted" in h]
+        cells.append(" ; ".join(f"{h['accepted']} / {h['synthesized']}" for h in ft) or "n/a")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "FreeTumor at 0 unlabeled scans is n/a: its generator paints into tumor-free organ crops, and on these small "
+        "phantoms a patch-sized crop of a labeled case always contains that case's lesion, so without healthy scans "
+        "there is nothing to paint into (`freetumor_train_generator` stops with 'found no healthy organ crop'). On "
+        "real CT, patches are much smaller than the organ and labeled cases do have tumor-free crops.",
+    ]
+    png = Path(a.results).with_name(f"scaling_{a.preset}.png")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in zip(axes, ("dice_tumor", "small_lesion_sensitivity"), ("Dice (tumor)", "small-lesion sens.")):
+        for r in RUNS:
+            means = [np.mean([h[key] for h in table[r.row][k] if h[key] is not None] or [np.nan]) for k in counts]
+            ax.plot(counts, means, "o-", label=r.row)
+        ax.set_xlabel("unlabeled healthy scans added")
+        ax.set_title(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    lines += ["", f"![scaling]({png.name})", ""]
+    section = "\n".join(lines)
+    write_section(Path(a.results), section, title)
+    print(section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
