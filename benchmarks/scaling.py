@@ -20,37 +20,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from compare import PRESETS as COMPARE_PRESETS  # noqa: E402
 from compare import Comparison, Run, sh, write_section  # noqa: E402
 
+# compare.py's presets with a labeled-only base dataset (healthy 0) and the unlabeled pool's unit N
 PRESETS = {
-    "quick": dict(
-        shape=(24, 48, 48),
-        labeled=5,  # --make_split needs 5 labeled cases for nnU-Net's 5 folds
-        n=2,
-        n_test=4,
-        seeds=1,
-        epochs=1,
-        iters=4,
-        gen_epochs=1,
-        gen_features=(4, 8, 16),
-        disc_features=(4, 8),
-        gen_steps=2,
-        healthy=0.0,
-    ),
-    "cpu": dict(
-        shape=(24, 48, 48),
-        labeled=6,
-        n=6,
-        n_test=12,
-        seeds=2,
-        epochs=15,
-        iters=20,
-        gen_epochs=8,
-        gen_features=(8, 16, 32, 64),
-        disc_features=(8, 16, 32),
-        gen_steps=None,
-        healthy=0.0,
-    ),
+    # --make_split needs 5 labeled cases for nnU-Net's 5 folds
+    "quick": dict(COMPARE_PRESETS["quick"], labeled=5, n=2, n_test=4, seeds=1, healthy=0.0),
+    "cpu": dict(COMPARE_PRESETS["cpu-small"], labeled=6, n=6, seeds=2, healthy=0.0),
 }
 BASE_ID, BASE_NAME = 920, "FreeTumorScale"
 COLUMNS = {  # headline() key -> table heading
