@@ -1,5 +1,6 @@
 """File safety: atomic writes (a crash or ``kill -9`` leaves either the old file or the new one, never half of one)
-and a completeness check for image files that readers would load half-written."""
+a completeness check for image files that readers would load half-written, and a same-voxel-grid check for an image
+and its label file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnunet_freetumor.config import FreeTumorConfigError
+
+# how far two files' headers may differ and still count as the same voxel grid (mm, mm, direction cosines)
+GEOMETRY_ATOL = {"spacing": 1e-4, "origin": 1e-3, "direction": 1e-4}
 
 
 @contextlib.contextmanager
@@ -150,3 +159,41 @@ def check_complete(path: str | os.PathLike) -> None:
             if total < expected:
                 raise ValueError(f"{path} is truncated: {total} bytes of NIfTI data, its header announces {expected}")
             return
+
+
+def image_geometry(path: str | os.PathLike) -> dict[str, Any]:
+    """Size (x, y, z), spacing, origin and direction of an image file, read from its header only (SimpleITK)."""
+    import SimpleITK as sitk
+
+    r = sitk.ImageFileReader()
+    r.SetFileName(str(path))
+    try:
+        r.ReadImageInformation()
+    except RuntimeError as e:
+        raise FreeTumorConfigError(f"cannot read {path}: {str(e).strip().splitlines()[-1][:200]}") from None
+    return {
+        "size": tuple(r.GetSize()),
+        "spacing": tuple(r.GetSpacing()),
+        "origin": tuple(r.GetOrigin()),
+        "direction": tuple(r.GetDirection()),
+    }
+
+
+def check_same_grid(case: str, image: str | os.PathLike, other: str | os.PathLike, what: str, fix: str) -> None:
+    """``other`` (the case's ``what``: label, mask) must lie on ``image``'s voxel grid (size exactly; spacing, origin
+    and direction within ``GEOMETRY_ATOL``); otherwise one clear error naming the case, both values and ``fix``."""
+    gi, go = image_geometry(image), image_geometry(other)
+    if gi["size"] != go["size"]:
+        raise FreeTumorConfigError(
+            f"case {case}: the {what} {other} has size {go['size']} but the image {image} has {gi['size']}: {fix}"
+        )
+    for key, atol in GEOMETRY_ATOL.items():
+        if len(gi[key]) != len(go[key]) or not np.allclose(gi[key], go[key], rtol=0, atol=atol):
+            raise FreeTumorConfigError(
+                f"case {case}: the {what} {other} has {key} {_fmt(go[key])} but the image {image} has "
+                f"{_fmt(gi[key])} (tolerance {atol}): {fix}"
+            )
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

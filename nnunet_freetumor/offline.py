@@ -48,7 +48,7 @@ from nnunet_freetumor.crops import crop_size_for, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
-from nnunet_freetumor.io import check_complete, new_dataset_folder, staged_folder
+from nnunet_freetumor.io import check_complete, check_same_grid, new_dataset_folder, staged_folder
 from nnunet_freetumor.labels import config_for_dataset, healthy_organs
 from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
 from nnunet_freetumor.plots import Example, save_montage
@@ -60,6 +60,7 @@ PNG_FOLDER = "synthesis_png"
 METHODS = ("generator", "handcrafted")
 CASE_SELECTIONS = ("healthy", "all")
 MAX_TRIES = 5  # masks drawn per output case when the gate rejects
+GRID_FIX = "resample the label file to its image, or run nnUNetv2_plan_and_preprocess --verify_dataset_integrity"
 # HU in, HU out: a CT normalization that is the identity and never clips (handcrafted synthesis works in HU)
 HU_IDENTITY = CTNormalization(mean=0.0, std=1.0, lower=-np.inf, upper=np.inf)
 
@@ -518,17 +519,14 @@ class OfflineExport:
 
         req = self.req
         result = ExportResult(self.target)
+        for case in self.cases:  # headers only: a bad case stops the export before any synthesis
+            check_same_grid(case.identifier, case.image, case.label, "label file", GRID_FIX)
         with staged_folder(self.target) as tmp:
             for sub in ("imagesTr", "labelsTr", MASKS_FOLDER, PNG_FOLDER):
                 (tmp / sub).mkdir()
             for case in tqdm(self.cases, desc=f"synthesizing ({req.method})", disable=not progress):
                 image_raw, spacing_raw, image_ref = read_image(case.image)
                 labels_raw, _, label_ref = read_image(case.label)
-                if labels_raw.shape != image_raw.shape:
-                    raise FreeTumorConfigError(
-                        f"{case.label} and {case.image} differ in shape: run nnUNetv2_plan_and_preprocess with "
-                        "--verify_dataset_integrity to find such problems"
-                    )
                 tf = self.transpose_forward
                 image = image_raw.transpose(tf)
                 labels = labels_raw.transpose(tf)

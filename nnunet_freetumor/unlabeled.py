@@ -8,7 +8,7 @@ dataset's dataset.json) and, per case, an organ mask that is either
 
 * **supplied** (``{case}{file_ending}`` in a mask folder, any label ids, remapped with ``label_map`` source id ->
   dataset id; without a map the ids are taken as the dataset's), with the image's geometry (shape; spacing, origin
-  and direction within ``GEOMETRY_ATOL``), or
+  and direction within ``io.GEOMETRY_ATOL``), or
 * **predicted** with an nnU-Net model through nnU-Net's own ``nnUNetPredictor`` (default: the dataset's baseline
   ``$nnUNet_results/<dataset>/<gate_trainer>__<plans>__<configuration>``; any other model folder with a label map
   from its label ids to the dataset's). Checkpoints are first read with ``frozen.load_nnunet_checkpoint`` (no pickled
@@ -64,14 +64,13 @@ from typing import Any
 import numpy as np
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.io import atomic_write_text, new_dataset_folder, staged_folder
+from nnunet_freetumor.io import atomic_write_text, check_same_grid, new_dataset_folder, staged_folder
 
 REPORT_JSON = "unlabeled_report.json"
 REPORT_MD = "unlabeled_report.md"
 SPLITS = "splits_final.json"
 TUMOR_MODES = ("exclude", "keep")
 # supplied masks: spacing / origin (mm) and direction cosines may differ by this much from the image's
-GEOMETRY_ATOL = {"spacing": 1e-4, "origin": 1e-3, "direction": 1e-4}
 ABDOMEN_ORGAN_HU = (-200.0, 400.0)
 CHEST_ORGAN_HU = (-1000.0, 400.0)
 NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split
@@ -382,44 +381,6 @@ def find_unlabeled_cases(folder: str | os.PathLike, file_ending: str, n_channels
     return cases
 
 
-def image_geometry(path: str | os.PathLike) -> dict[str, Any]:
-    """Size (x, y, z), spacing, origin and direction of an image file, read from its header only (SimpleITK)."""
-    import SimpleITK as sitk
-
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    try:
-        r.ReadImageInformation()
-    except RuntimeError as e:
-        raise FreeTumorConfigError(f"cannot read {path}: {str(e).strip().splitlines()[-1][:200]}") from None
-    return {
-        "size": tuple(r.GetSize()),
-        "spacing": tuple(r.GetSpacing()),
-        "origin": tuple(r.GetOrigin()),
-        "direction": tuple(r.GetDirection()),
-    }
-
-
-def check_mask_geometry(case: str, image: str | os.PathLike, mask: str | os.PathLike) -> None:
-    """The supplied mask must lie on the image's voxel grid (``GEOMETRY_ATOL``); otherwise a clear error."""
-    gi, gm = image_geometry(image), image_geometry(mask)
-    if gi["size"] != gm["size"]:
-        raise FreeTumorConfigError(
-            f"case {case}: the organ mask {mask} has size {gm['size']} but the image {image} has {gi['size']}: "
-            "masks must be on the image's voxel grid (resample the mask to the image, nearest neighbour)"
-        )
-    for key, atol in GEOMETRY_ATOL.items():
-        if len(gi[key]) != len(gm[key]) or not np.allclose(gi[key], gm[key], rtol=0, atol=atol):
-            raise FreeTumorConfigError(
-                f"case {case}: the organ mask {mask} has {key} {_fmt(gm[key])} but the image has {_fmt(gi[key])} "
-                f"(tolerance {atol}): masks must be on the image's voxel grid (resample the mask to the image)"
-            )
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
 def _norm_name(name: str) -> str:
     return " ".join(re.sub(r"[_\-/]+", " ", str(name).lower()).split())
 
@@ -601,7 +562,9 @@ class AddUnlabeled:
                 raise FreeTumorConfigError(
                     f"case {c.identifier}: no organ mask {mask} (supplied masks are named {{case}}{self.file_ending})"
                 )
-            check_mask_geometry(c.identifier, c.images[0], mask)
+            check_same_grid(
+                c.identifier, c.images[0], mask, "organ mask", "resample the mask to the image, nearest neighbour"
+            )
             out.append(UnlabeledCase(c.identifier, c.images, mask))
         return out
 

@@ -391,6 +391,30 @@ def test_the_export_refuses_unplanned_datasets_unknown_configurations_and_missin
         OfflineExport(ExportRequest(dataset=SRC, out_id=990, method="handcrafted"), raw, pre, None)
 
 
+@pytest.mark.parametrize(
+    "change, message", [("origin", "has origin"), ("spacing", "has spacing"), ("size", "has size")]
+)
+def test_a_label_file_off_its_images_grid_is_refused_naming_the_case_before_anything_is_written(
+    tmp_path, change, message
+):
+    raw, pre = write_mini_dataset(tmp_path)
+    path = raw / SRC / "labelsTr" / "case_1.nii.gz"
+    img = sitk.ReadImage(str(path))
+    if change == "size":
+        img = img[:, :, :-1]
+    elif change == "origin":
+        img.SetOrigin((1.0, 2.0, 4.0))
+    else:
+        img.SetSpacing((1.2, 1.5, 2.5))
+    sitk.WriteImage(img, str(path))
+    req = ExportRequest(dataset=SRC, out_id=995, method="handcrafted", n_per_case=1, seed=0)
+    with pytest.raises(
+        FreeTumorConfigError, match=f"case case_1: the label file .*{message}.*verify_dataset_integrity"
+    ):
+        OfflineExport(req, raw, pre, None).run(progress=False)
+    assert sorted(p.name for p in raw.iterdir()) == [SRC]
+
+
 # --- end to end: the console scripts on the phantom, with the trained models ---------------------------------------
 
 
