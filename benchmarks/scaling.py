@@ -1,6 +1,6 @@
 """Data scaling: fixed labeled cases plus 0 / N / 2N / 4N unlabeled healthy scans, baseline vs FreeTumor.
 
-    python benchmarks/scaling.py [--preset quick|cpu] [--seeds S] [--workdir DIR] [--results benchmarks/RESULTS.md]
+    python benchmarks/scaling.py [--preset quick|cpu] [--seeds S] [--epochs E] [--workdir DIR] [--results FILE]
 
 The unlabeled scans enter the way a user brings them: `freetumor_add_unlabeled -d BASE -i SCANS --organ-masks MASKS
 -o NEW --make_split` (organ masks supplied: the phantom's own organ labels, i.e. a perfect organ model), so the study
@@ -81,13 +81,15 @@ def main() -> None:
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
     ap.add_argument("--quick", action="store_const", const="quick", dest="preset")
     ap.add_argument("--seeds", type=int)
+    ap.add_argument("--epochs", type=int, help="nnU-Net epochs of every trainer [the preset's]")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None, help="[benchmarks/work_scaling_<preset>]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
     p = dict(PRESETS[a.preset], n_train=PRESETS[a.preset]["labeled"])
-    if a.seeds:
-        p["seeds"] = a.seeds
+    for k in ("seeds", "epochs"):
+        if getattr(a, k):
+            p[k] = getattr(a, k)
     work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
