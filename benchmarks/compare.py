@@ -1,7 +1,7 @@
 """Baseline vs handcrafted vs FreeTumor, the gate ablation and the generator loss ablation, over several seeds.
 
-    python benchmarks/compare.py [--preset quick|cpu|gpu] [--seeds N] [--epochs E] [--iters I] [--workdir DIR]
-                                 [--device cpu|cuda] [--results benchmarks/RESULTS.md]
+    python benchmarks/compare.py [--preset quick|cpu|cpu-small|gpu] [--rows all|core] [--seeds N] [--epochs E]
+                                 [--iters I] [--workdir DIR] [--device cpu|cuda] [--results benchmarks/RESULTS.md]
 
 A deliberately hard setting on the phantom: few labeled lesion cases, many healthy cases, a test split rich in small
 lesions. Every run uses the real command-line tools (nnUNetv2_train / freetumor_train_generator / nnUNetv2_predict)

@@ -331,7 +331,10 @@ class GeneratorTrainer:
             means["epoch"], means["lr"] = self.epoch, self.opt_g.param_groups[0]["lr"]
             means["time_s"] = time.time() - t0
             self.history.append(means)
-            self.log(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "epoch"))
+            self.log(
+                f"epoch {self.epoch}: "
+                + ", ".join(f"{k} {v:.3g}" if k == "lr" else f"{k} {v:.4f}" for k, v in means.items() if k != "epoch")
+            )
             self.epoch += 1
             if self.rank == 0:
                 self.save_progress()
