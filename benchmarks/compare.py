@@ -138,6 +138,30 @@ def sh(cmd: list, env: dict, log: Path) -> None:
     seconds.write_text(json.dumps(total + time.time() - t0))
 
 
+def mean_sd(values: list) -> str:
+    """'mean ± sd' over the values that are not None (one value: itself; none: 'n/a')."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def synthetic_tumors(model: Path) -> dict:
+    """Synthetic tumors over a whole training, from the trainer's ``freetumor_stats.json`` (fold 0): synthesized, and
+    used (= accepted by the gate; every synthesized one without a gate). Empty for trainers that synthesize none."""
+    stats = model / "fold_0" / "freetumor_stats.json"
+    if not stats.is_file():
+        return {}
+    epochs = json.loads(stats.read_text())
+    synthesized = sum(e["synthesized"] for e in epochs)
+    return {"synthesized": synthesized, "used": sum(e.get("accepted", e["synthesized"]) for e in epochs)}
+
+
+def used_of_synthesized(per_seed: list[dict]) -> str:
+    """'used / synthesized' per seed, ';'-separated ('-' for runs without synthesis)."""
+    return " ; ".join(f"{h['used']} / {h['synthesized']}" for h in per_seed if "used" in h) or "-"
+
+
 class Comparison:
     """Runs and evaluations of one dataset inside a work folder (its own nnUNet_raw / _preprocessed; one results
     root per seed). Everything already done is reused."""
@@ -346,12 +370,7 @@ def report(
 ) -> str:
     from scipy.stats import wilcoxon
 
-    def fmt(values: list) -> str:
-        v = [x for x in values if x is not None]
-        if not v:
-            return "n/a"
-        return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
-
+    fmt = mean_sd
     seeds = len(next(iter(results.values())))
     lines = [
         "## Comparison",
@@ -360,14 +379,16 @@ def report(
         f"{platform.machine()}, {os.cpu_count()} CPU threads, device {device}. Phantom: {p['n_train']} training cases "
         f"({round(p['n_train'] * p['healthy'])} healthy), {p['n_test']} test cases, {p['shape']} voxels; fold 0; "
         f"{p['epochs']} epochs x {p['iters']} iterations per training; generator {p['gen_epochs']} epochs "
-        f"{list(p['gen_features'])}; {seeds} seeds. Mean ± sd over seeds.",
+        f"{list(p['gen_features'])}; {seeds} seed(s). Mean ± sd over seeds. Synthetic tumors used / synthesized: "
+        "over the whole training, from the trainer's freetumor_stats.json (used = accepted by the gate).",
         "",
         "| | Dice (tumor) | lesion sensitivity | small-lesion (<20 mm) sensitivity | lesion precision | "
-        "patient specificity |",
-        "|---|---|---|---|---|---|",
+        "patient specificity | synthetic tumors used / synthesized |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row, per_seed in results.items():
-        lines.append(f"| {row} | " + " | ".join(fmt([r[m] for r in per_seed]) for m in METRICS) + " |")
+        cells = [fmt([r[m] for r in per_seed]) for m in METRICS] + [used_of_synthesized(per_seed)]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Paired against the baseline (same seed, same test cases): mean difference ± sd over seeds, seeds "
@@ -473,15 +494,15 @@ def main() -> None:
             model = c.train(seed, run)
             s = c.evaluate(seed, run, model)
             summaries[run.row].append(s)
-            results[run.row].append(headline(s))
+            results[run.row].append({**headline(s), **synthetic_tumors(model)})
             print(f"seed {seed} {run.row}: {results[run.row][-1]}", flush=True)
     results_md = Path(a.results)
     png = results_md.with_name(f"compare_{a.preset}{'' if a.rows == 'all' else '_' + a.rows}.png")
     plot(results, png)
     compute = json.loads((work / "compute_seconds.json").read_text())
-    section = report(
-        results, summaries, p, a.preset, compute, "" if a.rows == "all" else f" --rows {a.rows}", a.device, png
-    )
+    flags = "" if a.rows == "all" else f" --rows {a.rows}"
+    flags += "".join(f" --{k} {getattr(a, k)}" for k in ("seeds", "epochs", "iters") if getattr(a, k))
+    section = report(results, summaries, p, a.preset, compute, flags, a.device, png)
     (work / "comparison.json").write_text(
         json.dumps({"preset": a.preset, "params": p, "results": results}, indent=1, default=str)
     )
