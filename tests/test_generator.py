@@ -218,4 +218,9 @@ def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path
     update = torch.cat([(results["one"][k] - initial[k]).flatten() for k in keys])
     diff = torch.cat([(results["one"][k] - results["two"][k]).flatten() for k in keys])
     assert update.norm() > 0
-    assert diff.norm() < 1e-3 * update.norm(), (float(diff.norm()), float(update.norm()))
+    # Measured |diff| / |update|: below 1e-3 in earlier CI runs, 1.9e-3 in one (float reduction order; Adam's first
+    # steps are ~lr * sign(g), so a near-zero gradient whose sign flips moves its weight by 2 lr; the session's
+    # baseline S, hence the gradients, differ slightly between runs). A broken DDP setup (ranks on different samples,
+    # no gradient all-reduce, a rank stepping on its half batch) flips the sign of a large share of the elements:
+    # a ratio of order 1.
+    assert diff.norm() < 1e-2 * update.norm(), (float(diff.norm()), float(update.norm()))
