@@ -70,7 +70,6 @@ REPORT_JSON = "unlabeled_report.json"
 REPORT_MD = "unlabeled_report.md"
 SPLITS = "splits_final.json"
 TUMOR_MODES = ("exclude", "keep")
-# supplied masks: spacing / origin (mm) and direction cosines may differ by this much from the image's
 ABDOMEN_ORGAN_HU = (-200.0, 400.0)
 CHEST_ORGAN_HU = (-1000.0, 400.0)
 NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split
