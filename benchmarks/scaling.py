@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare import PRESETS as COMPARE_PRESETS  # noqa: E402
-from compare import Comparison, Run, mean_sd, sh, synthetic_tumors, used_of_synthesized, write_section  # noqa: E402
+from compare import Comparison, Run, apply_overrides, mean_sd, sh, synthetic_tumors, used_of_synthesized, write_section  # noqa: E402
 
 # compare.py's presets with a labeled-only base dataset (healthy 0) and the unlabeled pool's unit N
 PRESETS = {
@@ -87,9 +87,7 @@ def main() -> None:
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
     p = dict(PRESETS[a.preset], n_train=PRESETS[a.preset]["labeled"])
-    for k in ("seeds", "epochs"):
-        if getattr(a, k):
-            p[k] = getattr(a, k)
+    flags = apply_overrides(a, p, ("seeds", "epochs"))
     work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -141,7 +139,6 @@ def main() -> None:
                 print(f"seed {seed} unlabeled {k} {run.row}: {table[run.row][k][-1]}", flush=True)
 
     compute = json.loads((work / "compute_seconds.json").read_text())  # all datasets share the work folder
-    flags = "".join(f" --{k} {getattr(a, k)}" for k in ("seeds", "epochs") if getattr(a, k))
     title = f"## Data scaling ({a.preset})"
     lines = [
         title,
