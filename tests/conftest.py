@@ -20,6 +20,10 @@ DATASET_ID = 901
 DATASET = "Dataset901_FreeTumorDemo"
 # a small schedule for every training in the tests
 SHORT = {"nnUNet_freetumor_epochs": "1", "nnUNet_freetumor_iters": "4", "nnUNet_freetumor_val_iters": "1"}
+# for tests that need at least one synthetic tumor: fold 0 of the demo trains on 6 cases, 2 of them healthy, so a
+# sample is a synthesis candidate with p ~ 1/3 and SHORT's 4 iterations x 2 samples draw none with p = (2/3)^8 ~ 4 %
+# (a CI run failed that way). 12 iterations: (2/3)^24 ~ 6e-5 per epoch.
+ENOUGH_SAMPLES = {"nnUNet_freetumor_iters": "12"}
 
 
 def clean_env(dirs: dict[str, Path] | None = None, **extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, read_stats, run, train_env
+from conftest import DATASET, DATASET_ID, ENOUGH_SAMPLES, GENERATOR_ARGS, Demo, read_stats, run, train_env
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair, WindowConfig
 from nnunet_freetumor.frozen import load_frozen_segmenter, load_nnunet_checkpoint
@@ -136,7 +136,7 @@ def test_a_generator_that_outputs_nan_is_rejected_by_the_gate_and_training_stays
     checkpoint.save(nan_gen, {"generator": broken}, meta)
     run(
         ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", "nnUNetTrainerFreeTumor_T05", "-device", "cpu"],
-        train_env(demo, nnUNet_freetumor_generator=str(nan_gen)),
+        train_env(demo, nnUNet_freetumor_generator=str(nan_gen), **ENOUGH_SAMPLES),
     )
     fold = demo.results("nnUNetTrainerFreeTumor_T05") / "fold_0"
     (s0,) = read_stats(fold)
