@@ -141,7 +141,7 @@ def test_freetumor_runs_on_a_residual_encoder_plan(demo: Demo, tmp_path):
     run(["freetumor_train_generator", DATASET_ID, "-p", plans, "-f", 0, *GENERATOR_ARGS], demo.env)
     run(
         ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", "nnUNetTrainerFreeTumor", "-p", plans, "-device", "cpu"],
-        train_env(demo),
+        train_env(demo, **ENOUGH_SAMPLES),
     )
     fold = demo.results("nnUNetTrainerFreeTumor", plans) / "fold_0"
     (s0,) = read_stats(fold)
