@@ -575,16 +575,17 @@ class RealCT:
 # --- 7. measurements -----------------------------------------------------------------------------------------------
 
 
-def lesion_measures(hu: np.ndarray, lesion: np.ndarray, lung: np.ndarray, spacing, other: np.ndarray | None = None):
-    """HU statistics inside ``lesion``, contrast to the lung within RING_MM, and edge sharpness (arrays (z, y, x),
-    ``spacing`` in mm in the same order). ``other``: another lesion in the scan (its distance is reported)."""
+def lesion_measures(hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spacing, other: np.ndarray | None = None):
+    """HU statistics inside ``lesion``, contrast to the surrounding ``organ`` (the lung here) within RING_MM, and
+    edge sharpness (arrays (z, y, x), ``spacing`` in mm in the same order). ``other``: another lesion in the scan (its
+    distance is reported)."""
     from nnunet_freetumor.evaluation import longest_diameter_mm
 
     sp = np.asarray(spacing, float)
     pad = np.ceil((RING_MM + 2 * sp) / sp).astype(int)
     idx = np.argwhere(lesion)
     box = tuple(slice(max(lo - p, 0), hi + p + 1) for lo, hi, p in zip(idx.min(0), idx.max(0), pad))
-    h, m, lu = hu[box].astype(np.float32), lesion[box], lung[box] & ~lesion[box]
+    h, m, lu = hu[box].astype(np.float32), lesion[box], organ[box] & ~lesion[box]
     vals = h[m]
     dist = ndimage.distance_transform_edt(~m, sampling=sp)
     ring = lu & (dist > 0) & (dist <= RING_MM)
@@ -606,7 +607,7 @@ def lesion_measures(hu: np.ndarray, lesion: np.ndarray, lung: np.ndarray, spacin
         "ring_lung_hu": float(h[ring].mean()) if ring.any() else float("nan"),
         "contrast_hu": contrast,
         "edge_gradient_hu_per_mm": edge_grad,
-        "edge_width_mm": contrast / edge_grad if edge_grad > 0 else float("nan"),
+        "edge_width_mm": abs(contrast) / edge_grad if edge_grad > 0 else float("nan"),  # darker lesions too
     }
     if other is not None:
         # only near lesions matter (within RING_MM): measured inside the box, None when the other lesion is not in it
@@ -636,47 +637,47 @@ def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_f
     )
 
 
-def measure_all(rc: RealCT, src, seg) -> dict:
-    """Per lesion: measures + S's P, for the real lesions (raw cases) and every export's synthetic lesions."""
+def measure_all(exports: dict[str, Path], src, seg, organ: int = LUNG, lesion: int = LESION) -> dict:
+    """Per lesion: measures + S's P, for the real lesions (raw cases) and the synthetic lesions of every export
+    (key -> freetumor_synthesize folder); ``organ``, ``lesion``: label values."""
     from nnunet_freetumor.offline import raw_training_cases, read_image, read_synthesis_log
 
     out: dict[str, list[dict]] = {"real": []}
     for case in raw_training_cases(src.raw, src.dataset_json):
         hu, sp, _ = read_image(case.image)
         labels = read_image(case.label)[0]
-        comps, n = ndimage.label(labels == LESION, structure=np.ones((3, 3, 3)))
+        comps, n = ndimage.label(labels == lesion, structure=np.ones((3, 3, 3)))
         for i in range(1, n + 1):
             m = comps == i
-            rec = {"case": case.identifier, **lesion_measures(hu, m, labels == LUNG, sp)}
+            rec = {"case": case.identifier, **lesion_measures(hu, m, labels == organ, sp)}
             rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
             rec["centre"] = [int(round(c)) for c in np.argwhere(m).mean(0)]
             out["real"].append(rec)
-    for e in EXPORTS:
-        folder = rc.export_folder(e)
+    for key, folder in exports.items():
         log = read_synthesis_log(folder)
         recs = []
         for c in log["cases"]:
             hu, sp, _ = read_image(folder / c["image"])
             labels = read_image(folder / c["label"])[0]
             m = read_image(folder / c["synthetic_mask"])[0] > 0
-            real = (labels == LESION) & ~m
+            real = (labels == lesion) & ~m
             rec = {
                 "case": c["case"],
                 "source_case": c["source_case"],
                 "size_class": c["size_class"],
-                **lesion_measures(hu, m, labels == LUNG, sp, other=real),
+                **lesion_measures(hu, m, labels == organ, sp, other=real),
             }
             rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
             rec["centre"] = [int(v) for v in c["centre_voxel"]]
             recs.append(rec)
-        out[e.key] = recs
+        out[key] = recs
     return out
 
 
-def frechet(rc: RealCT, src, seg) -> dict:
-    """realism_report_for (what `freetumor_turing fid` computes) per export, plus a within-method reference: the FD
-    between N_real randomly drawn lesions of the same method and the rest of that method's lesions (same N_real, same
-    F): what the number looks like when both sets come from one distribution."""
+def frechet(exports: dict[str, Path], src, seg) -> dict:
+    """realism_report_for (what `freetumor_turing fid` computes) per export (key -> folder), plus a within-method
+    reference: the FD between N_real randomly drawn lesions of the same method and the rest of that method's lesions
+    (same N_real, same F): what the number looks like when both sets come from one distribution."""
     from nnunet_freetumor.config import FreeTumorConfigError
     from nnunet_freetumor.realism import (
         crop_size,
@@ -691,13 +692,12 @@ def frechet(rc: RealCT, src, seg) -> dict:
     rng = np.random.default_rng(0)
     size = crop_size(src.patch_size)
     norm = seg.normalizations[0]
-    for e in EXPORTS:
-        folder = rc.export_folder(e)
+    for key, folder in exports.items():
         les = synthetic_lesions(folder)
         try:
             rep = realism_report_for(src, folder, seg)
         except FreeTumorConfigError as err:  # fewer than 2 lesions of >= 10 voxels (--quick's coarse grid)
-            out[e.key] = {"error": str(err), "n_synthetic": len(les), "reference_fd": []}
+            out[key] = {"error": str(err), "n_synthetic": len(les), "reference_fd": []}
             continue
         feats = encoder_features(seg, norm.from_hu(lesion_crops(les, src.transpose_forward, src.spacing, size))).numpy()
         n_real = rep["n_real"]
@@ -707,7 +707,7 @@ def frechet(rc: RealCT, src, seg) -> dict:
                 perm = rng.permutation(len(feats))
                 ref.append(frechet_distance(feats[perm[:n_real]], feats[perm[n_real:]]))
         rep["reference_fd"] = ref
-        out[e.key] = rep
+        out[key] = rep
     return out
 
 
@@ -960,7 +960,7 @@ def report(
         "",
         f"Per lesion: HU inside the lesion (hard mask), the lung within {RING_MM:g} mm around it (lung label, other "
         "lesions excluded), contrast = lesion mean − that ring's mean, mean in-plane gradient magnitude on both sides "
-        "of the lesion contour (HU/mm, the 5 mm slice axis left out) and edge width ≈ contrast / edge gradient "
+        "of the lesion contour (HU/mm, the 5 mm slice axis left out) and edge width ≈ |contrast| / edge gradient "
         "(smaller = sharper); S: P = share of the lesion the frozen S labels as lesion on a lesion-centred box (the "
         "quality gate's Eq. 4; T = 0.7). Real lesions one by one; synthetic: mean ± sd over lesions, split at 30 mm "
         "longest diameter (nodule / mass).",
@@ -1112,8 +1112,9 @@ def main() -> None:
         src = source_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"
         seg = load_gate_model(src, src.cfg, rc.results, FOLD)
-        measures = measure_all(rc, src, seg)
-        fd = frechet(rc, src, seg)
+        exports = {e.key: rc.export_folder(e) for e in EXPORTS}
+        measures = measure_all(exports, src, seg)
+        fd = frechet(exports, src, seg)
         montage(rc, measures, src.cfg, png)
         infos = json.loads((rc.raw / DATASET / "preparation.json").read_text())
         plan = json.loads((rc.pre / DATASET / f"{PLANS}.json").read_text())

@@ -80,6 +80,27 @@ class GeneratorTrainingArgs:
             raise FreeTumorConfigError("--epochs and --batch_size must be >= 1 and --lr > 0")
 
 
+def no_seg_signal(history: list[dict[str, float]], epochs: int = 2, level: float = 0.99) -> str | None:
+    """A warning when the frozen S has labeled (almost) none of G's tumors as tumor for the last ``epochs`` epochs.
+
+    L_seg (Eq. 2) is 1 - p with p = S's tumor probability, and d(1 - p)/d(logit) = -p (1 - p): where S is sure that a
+    synthetic tumor is not tumor, L_seg gives G no gradient, and G learns from L_cls alone (seen on the phantom: a
+    generator at L_seg 1.000 in all its epochs ended up painting tumors brighter than the organ, the opposite of the
+    real ones, and the gate rejected all of them; benchmarks/RESULTS.md). None while S still responds.
+    """
+    last = history[-epochs:]
+    if len(last) < epochs or any(h["loss_seg"] < level or h["gate_accept"] > 0 for h in last):
+        return None
+    return (
+        f"warning: for {epochs} epochs the frozen S labeled almost none of the synthetic tumors as tumor (L_seg "
+        f"{last[-1]['loss_seg']:.3f}, none passes the gate): L_seg gives G no gradient then (d(1-p)/dlogit = "
+        "-p(1-p)), G learns from L_cls alone and the quality gate will reject its tumors. Check that the config's "
+        "window and tumor polarity fit the data (freetumor_config --chest for lesions brighter than the organ) and "
+        "that the baseline S segments tumors; a larger --lambda_cls lets the discriminator pull G towards the real "
+        "tumors' appearance; or train with nnUNetTrainerHandcraftedTumor."
+    )
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -325,6 +346,7 @@ class GeneratorTrainer:
             f"{len(self.data.fake_cases)} cases with organs, {len(self.data.real_cases)} with tumors; "
             f"frozen segmenter {self.seg.source}"
         )
+        warned = False
         while self.epoch < a.epochs:
             t0 = time.time()
             means = self.train_epoch()
@@ -335,6 +357,10 @@ class GeneratorTrainer:
                 f"epoch {self.epoch}: "
                 + ", ".join(f"{k} {v:.3g}" if k == "lr" else f"{k} {v:.4f}" for k, v in means.items() if k != "epoch")
             )
+            warning = no_seg_signal(self.history) if a.losses != "cls" and not warned else None
+            if warning:
+                self.log(warning)
+                warned = True
             self.epoch += 1
             if self.rank == 0:
                 self.save_progress()

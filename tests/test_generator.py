@@ -17,6 +17,7 @@ from nnunet_freetumor.generator import checkpoint
 from nnunet_freetumor.generator.data import GlobalBatchSampler
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
 from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, unet_spec
+from nnunet_freetumor.generator.train import no_seg_signal
 from nnunet_freetumor.synthesis import generator_residual
 
 
@@ -39,6 +40,24 @@ def test_seg_guided_loss_is_zero_when_s_sees_tumor_everywhere_in_m_and_one_when_
     outside = logits_with(1)
     outside[:, :, 1:3, 1:4, 2:5] = logits_with(2)[:, :, 1:3, 1:4, 2:5]
     assert torch.allclose(seg_guided_loss(outside, [2], mask), torch.zeros(2), atol=1e-6)
+
+
+def test_seg_guided_loss_gives_no_gradient_where_s_is_sure_there_is_no_tumor_and_training_warns_about_it():
+    mask = torch.ones((1, 1, 2, 2, 2), dtype=torch.bool)
+    grads = []
+    for margin in (0.0, 12.0):  # S undecided vs S sure "organ, not tumor"
+        logits = logits_with(1, (1, 3, 2, 2, 2)) * margin / 10.0
+        logits.requires_grad_(True)
+        seg_guided_loss(logits, [2], mask).sum().backward()
+        grads.append(logits.grad.abs().max().item())
+    assert grads[0] > 1e-2 and grads[1] < 1e-4  # d(1 - p)/dlogit = -p(1 - p)
+
+    stuck = {"loss_seg": 0.999, "gate_accept": 0.0}
+    assert no_seg_signal([stuck]) is None  # one epoch is not enough to judge
+    warning = no_seg_signal([stuck, stuck])
+    assert warning is not None and "no gradient" in warning and "--lambda_cls" in warning
+    assert no_seg_signal([stuck, {"loss_seg": 0.8, "gate_accept": 0.0}]) is None
+    assert no_seg_signal([stuck, {"loss_seg": 0.999, "gate_accept": 0.05}]) is None
 
 
 def test_adversarial_losses_reward_the_right_discriminator_answers():
