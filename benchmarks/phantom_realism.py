@@ -148,10 +148,25 @@ def reading(per_seed: dict[int, dict], curves: dict[int, list[dict]]) -> list[st
             "",
             f"Seed(s) {', '.join(map(str, stuck))}: L_seg stayed ≥ 0.99 in every epoch. Eq. 2 is linear in S's tumor "
             "probability p, and d(1 − p)/d(logit) = −p(1 − p) vanishes when S is sure a region is not tumor: a "
-            "confident S gives G no gradient to follow, so G learned from L_cls alone (weight 0.1) and its tumors "
+            "confident S gives G no gradient to follow, so G learned from λ_cls·L_cls alone and its tumors "
             "did not reach the gate's threshold. The paper's loss, implemented as written, has this failure mode "
             "whenever the initial synthetic tumors are far from what S calls tumor.",
         ]
+    for seed, res in per_seed.items():
+        fds = {k: res["frechet"][k] for k in METHODS if res["frechet"][k].get("reference_fd")}
+        outside = [k for k, fd in fds.items() if fd["frechet_distance"] > np.percentile(fd["reference_fd"], 95)]
+        if fds:
+            out += [
+                "",
+                f"Seed {seed}, FD: "
+                + (
+                    f"the {' and '.join(outside)} tumors are farther from the real lesions than that method's own "
+                    "lesions are from each other (above its reference's 95th percentile)"
+                    if outside
+                    else "no method's FD to the real lesions exceeds its own reference range"
+                )
+                + ".",
+            ]
     for seed, res in per_seed.items():
         m = res["measures"]
         real_c = np.nanmean([r["contrast_hu"] for r in m["real"]])
