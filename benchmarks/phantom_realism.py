@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import PRESETS, Comparison, Run, sh, write_section  # noqa: E402
+from compare import PRESETS, Comparison, sh, write_section  # noqa: E402
 from real_ct import _f, _ms, frechet, measure_all  # noqa: E402
 
 ORGAN, TUMOR = 1, 2  # the phantom's liver / liver tumor labels
@@ -56,8 +57,6 @@ def export(c: Comparison, seed: int, method: str, n_per_case: int) -> Path:
 
 def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     """Measures and Fréchet distances of one seed, with that seed's S."""
-    import os
-
     from nnunet_freetumor.offline import load_gate_model, source_dataset
 
     env = c.env(seed, "both")
@@ -191,13 +190,12 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.workdir or Path(__file__).with_name(f"work_compare_{a.preset}")).resolve()
     c = Comparison(work, dict(PRESETS[a.preset]), "cpu")
-    both = Run("FreeTumor", "nnUNetTrainerFreeTumor", "both")
-    seeds = [
-        s
-        for s in range(100)
-        if (c.results_root(s, both.generator) / c.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres").is_dir()
-        and (c.results_root(s, both.generator) / c.ds / "FreeTumorGenerator__nnUNetPlans__3d_fullres").is_dir()
-    ]
+    seeds = sorted(
+        int(d.parent.parent.name.removeprefix("seed_"))
+        for d in work.glob(f"seed_*/main/{c.ds}")
+        if (d / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres").is_dir()
+        and (d / "FreeTumorGenerator__nnUNetPlans__3d_fullres").is_dir()
+    )
     if not seeds:
         raise SystemExit(
             f"error: {work} holds no seed with a baseline and a generator: run benchmarks/compare.py first"
