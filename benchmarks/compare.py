@@ -174,9 +174,17 @@ class Comparison:
     """Runs and evaluations of one dataset inside a work folder (its own nnUNet_raw / _preprocessed; one results
     root per seed). Everything already done is reused."""
 
-    def __init__(self, work: Path, p: dict, device: str, dataset_id: int = DATASET_ID, name: str = NAME):
+    def __init__(
+        self,
+        work: Path,
+        p: dict,
+        device: str,
+        dataset_id: int = DATASET_ID,
+        name: str = NAME,
+        gate_dataset: int | None = None,  # S from another dataset's baseline (freetumor_config --gate_dataset)
+    ):
         self.work, self.p, self.device = work, p, device
-        self.dataset_id, self.name = dataset_id, name
+        self.dataset_id, self.name, self.gate_dataset = dataset_id, name, gate_dataset
         self.ds = f"Dataset{dataset_id:03d}_{name}"
         self.raw, self.pre = work / "nnUNet_raw", work / "nnUNet_preprocessed"
         self.log = work / "commands.log"
@@ -255,8 +263,9 @@ class Comparison:
                 self.base_env,
                 self.log,
             )
+        gate = [] if self.gate_dataset is None else ["--gate_dataset", self.gate_dataset]
         sh(
-            ["freetumor_config", "-d", self.dataset_id, "--gate_trainer", "nnUNetTrainerBaseline", "--write"],
+            ["freetumor_config", "-d", self.dataset_id, "--gate_trainer", "nnUNetTrainerBaseline", *gate, "--write"],
             self.base_env,
             self.log,
         )

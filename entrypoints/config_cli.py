@@ -27,6 +27,7 @@ Examples:
   freetumor_config -d 3 --pair 1:2 --write                # liver 1 -> tumor 2, saved for every later run
   freetumor_config -d 10 --chest --write                  # chest CT window, lesions brighter than lung
   freetumor_config -d 3 --gate_trainer nnUNetTrainerBaseline --write
+  freetumor_config -d 4 --gate_dataset 3 --write          # dataset 4 = 3 + unlabeled scans: S is 3's baseline
 """
 
 
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p_synthesis", type=float, help="probability that a healthy-organ crop gets a tumor")
     p.add_argument("--gate_threshold", type=float, help="quality gate threshold T")
     p.add_argument("--gate_trainer", help="trainer name of the frozen baseline used as gate [nnUNetTrainer]")
+    p.add_argument(
+        "--gate_dataset",
+        help="dataset (name or id) whose baseline is the gate/loss model S [this dataset]; for a dataset made by "
+        "freetumor_add_unlabeled -o, the labeled dataset it came from (same labels; its split's training cases must "
+        "not be in this dataset's validation split: --make_split ensures that)",
+    )
     p.add_argument("--write", action="store_true", help=f"save to $nnUNet_preprocessed/<dataset>/{CONFIG_FILENAME}")
     p.add_argument("-o", "--output", help="save to this file instead (use it through " + CONFIG_ENV + ")")
     return p
@@ -95,6 +102,12 @@ def main() -> int:
         for field in ("p_synthesis", "gate_threshold", "gate_trainer"):
             if getattr(args, field) is not None:
                 changes[field] = getattr(args, field)
+        if args.gate_dataset is not None:
+            try:
+                gate = maybe_convert_to_dataset_name(args.gate_dataset)
+            except RuntimeError as e:
+                fail(f"--gate_dataset: {e}")
+            changes["gate_dataset"] = None if gate == name else gate
         if changes:
             cfg = cfg.replace(**changes)
             source += " + command-line changes"

@@ -38,7 +38,7 @@ from nnunet_freetumor.generator import checkpoint, networks
 from nnunet_freetumor.generator.checkpoint import FINAL, LATEST, generator_folder
 from nnunet_freetumor.generator.data import GeneratorData, GlobalBatchSampler, training_cases
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
-from nnunet_freetumor.intensity import normalized_to_window
+from nnunet_freetumor.intensity import ct_normalizations, normalized_to_window
 from nnunet_freetumor.io import atomic_path, atomic_write_text
 from nnunet_freetumor.labels import config_for_dataset
 from nnunet_freetumor.plots import example_from_sample, save_montage
@@ -140,11 +140,10 @@ class GeneratorTrainer:
         if len(self.crop_size) != 3:
             raise FreeTumorConfigError(f"configuration {args.configuration!r} is not 3-D")
 
+        gate_dataset = self.cfg.gate_dataset or self.dataset_name
         gate = (
             args.gate_checkpoint
-            or baseline_folder(
-                results, self.dataset_name, self.cfg.gate_trainer, args.plans, args.configuration, args.fold
-            )
+            or baseline_folder(results, gate_dataset, self.cfg.gate_trainer, args.plans, args.configuration, args.fold)
             / self.cfg.gate_checkpoint
         )
         self.seg: FrozenSegmenter = load_frozen_segmenter(
@@ -153,10 +152,12 @@ class GeneratorTrainer:
             plans_name=args.plans,
             configuration=args.configuration,
             fold=args.fold,
-            fix_hint=f"Train it first: `nnUNetv2_train {args.dataset} {args.configuration} "
+            fix_hint=f"Train it first: `nnUNetv2_train {gate_dataset} {args.configuration} "
             f"{args.fold} -tr {self.cfg.gate_trainer} -p {args.plans}` (or pass --gate_checkpoint).",
+            gate_dataset=gate_dataset,
+            preprocessed=pre.parent,
         ).to(self.device)
-        self.norm = self.seg.normalizations[0]
+        self.norm = ct_normalizations(plans.plans, args.configuration)[0]  # the data's (S maps it to its own)
 
         data_folder = pre / self.cm.data_identifier
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -235,7 +236,7 @@ class GeneratorTrainer:
         self.C.requires_grad_(False)
         x, x_hat, mask = self.synthesize(batch)
         with self.autocast():
-            seg_logits = forward_padded(self.seg.network, x_hat, self.seg.divisor)
+            seg_logits = self.seg(x_hat)
             loss_seg = seg_guided_loss(seg_logits, self.cfg.tumor_labels, mask)
             c_fake = forward_padded(
                 self.C, normalized_to_window(x_hat, self.norm, window), networks.divisor(self.c_spec)

@@ -109,6 +109,9 @@ class FreeTumorConfig:
     # the frozen baseline used as gate: nnUNet_results/<dataset>/<gate_trainer>__<plans>__<config>/fold_<f>/
     gate_trainer: str = "nnUNetTrainer"
     gate_checkpoint: str = "checkpoint_final.pth"
+    # the dataset S was trained on (DatasetXXX_Name); None: this dataset. Set it to the labeled dataset a merged one was
+    # made from (freetumor_add_unlabeled -o NEW), as in the paper (S from labeled data only); see frozen.py's checks
+    gate_dataset: str | None = None
     # True: run the gate on a tumor-centred crop instead of the whole patch (cheaper, see README)
     gate_bbox_crop: bool = True
     gate_bbox_margin_mm: float = 24.0

@@ -5,6 +5,12 @@ validation leakage): ``$nnUNet_results/<dataset>/<gate_trainer>__<plans>__<confi
 Its checkpoint's ``init_args`` are checked against what we expect, so a model of another fold, plans or configuration
 is refused before any training starts.
 
+S may instead come from another dataset (the config's ``gate_dataset``, e.g. the labeled dataset that
+``freetumor_add_unlabeled -o NEW`` merged unlabeled scans into: the paper's S is trained on the labeled data only). Then
+the two datasets must have the same labels, and none of the cases S was trained on (its dataset's split of the fold)
+may be in this dataset's validation split of the fold. S sees its inputs in its own dataset's CT normalization:
+``FrozenSegmenter.__call__`` maps this dataset's normalized intensities through HU to S's.
+
 nnU-Net checkpoints are pickles. They are loaded with ``torch.load(weights_only=True)`` plus an allow-list of the
 numpy scalar types nnU-Net stores in its logs, so loading cannot run code. A checkpoint that needs more (written by an
 exotic trainer) is refused unless ``nnUNet_freetumor_trust_checkpoints=1`` is set: only do that for your own files.
@@ -71,10 +77,24 @@ class FrozenSegmenter:
     divisor: tuple[int, ...]
     source: Path
     trainer_name: str
+    # normalization of the data S is applied to (None: S's own); differs only for an S of another dataset
+    data_normalizations: tuple[CTNormalization, ...] | None = None
 
     def to(self, device: torch.device) -> FrozenSegmenter:
         self.network.to(device)
         return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """S's logits for ``x`` (B, C, *spatial) normalized as the data it is applied to, any spatial size."""
+        if self.data_normalizations is not None and self.data_normalizations != self.normalizations:
+            x = torch.cat(
+                [
+                    s.from_hu(d.to_hu(x[:, c : c + 1]), straight_through=True)  # gradients pass (Eq. 2)
+                    for c, (d, s) in enumerate(zip(self.data_normalizations, self.normalizations))
+                ],
+                dim=1,
+            )
+        return forward_padded(self.network, x, self.divisor)
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -93,10 +113,14 @@ def load_frozen_segmenter(
     configuration: str,
     fold: int | str,
     fix_hint: str,
+    gate_dataset: str | None = None,
+    preprocessed: str | os.PathLike | None = None,
 ) -> FrozenSegmenter:
     """Load S from ``checkpoint`` (``fold_<f>/checkpoint_final.pth`` of a trained nnU-Net) and check it matches.
 
-    ``fix_hint`` is appended to the error when the checkpoint is missing (the command that creates it).
+    ``dataset_name`` is the dataset S is applied to; ``gate_dataset`` the one S was trained on (None: the same).
+    ``preprocessed`` ($nnUNet_preprocessed) is needed for an S of another dataset: both datasets' splits and this
+    dataset's plans are read from there. ``fix_hint`` is appended to the error when the checkpoint is missing.
     """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -120,16 +144,27 @@ def load_frozen_segmenter(
         "configuration": init.get("configuration"),
         "fold": init.get("fold"),
     }
-    wanted = {"dataset": dataset_name, "plans": plans_name, "configuration": configuration, "fold": fold}
+    wanted = {
+        "dataset": gate_dataset or dataset_name,
+        "plans": plans_name,
+        "configuration": configuration,
+        "fold": fold,
+    }
     bad = {k: (found[k], wanted[k]) for k in wanted if str(found[k]) != str(wanted[k])}
     if bad:
         what = ", ".join(f"{k} {v[0]!r} (expected {v[1]!r})" for k, v in bad.items())
         raise FreeTumorConfigError(
             f"the frozen segmenter {checkpoint} was trained for {what}. The gate/loss model must be the baseline of "
-            f"the same dataset, plans, configuration and fold (no validation leakage). {fix_hint}"
+            f"the same dataset (or of the config's gate_dataset), plans, configuration and fold (no validation "
+            f"leakage). {fix_hint}"
         )
     plans_manager = PlansManager(_load_json(model_dir / "plans.json"))
     dataset_json = _load_json(model_dir / "dataset.json")
+    data_normalizations = None
+    if gate_dataset and gate_dataset != dataset_name:
+        data_normalizations = check_gate_of_another_dataset(
+            dataset_json, gate_dataset, dataset_name, plans_name, configuration, fold, preprocessed
+        )
     cm = plans_manager.get_configuration(configuration)
     label_manager = plans_manager.get_label_manager(dataset_json)
     trainer_class = recursive_find_trainer_class_by_name(ckpt["trainer_name"])
@@ -157,7 +192,61 @@ def load_frozen_segmenter(
         divisor=tuple(int(s) for s in strides),
         source=checkpoint,
         trainer_name=ckpt["trainer_name"],
+        data_normalizations=data_normalizations,
     )
+
+
+def check_gate_of_another_dataset(
+    gate_dataset_json: dict,
+    gate_dataset: str,
+    dataset_name: str,
+    plans_name: str,
+    configuration: str,
+    fold: int | str,
+    preprocessed: str | os.PathLike | None,
+) -> tuple[CTNormalization, ...]:
+    """Refuse an S of ``gate_dataset`` for ``dataset_name`` unless the labels match and S never saw a validation case
+    of the fold; returns ``dataset_name``'s CT normalization (what S's inputs must be mapped from)."""
+    if preprocessed is None:
+        raise FreeTumorConfigError("nnUNet_preprocessed is not set: it is needed to check a gate of another dataset")
+    here = Path(preprocessed, dataset_name)
+    labels = _load_json(here / "dataset.json")["labels"]
+    if labels != gate_dataset_json["labels"]:
+        raise FreeTumorConfigError(
+            f"the gate dataset {gate_dataset} has labels {gate_dataset_json['labels']}, {dataset_name} has {labels}: "
+            f"S must segment the same labels. Train the baseline of {dataset_name} instead, or fix the config with "
+            f"`freetumor_config -d {dataset_name} --gate_dataset {dataset_name} --write`."
+        )
+    if str(fold) != "all":
+        val = set(_split(here / "splits_final.json", fold, dataset_name)["val"])
+        seen = set(_split(Path(preprocessed, gate_dataset, "splits_final.json"), fold, gate_dataset)["train"])
+        leaked = sorted(val & seen)
+        if leaked:
+            raise FreeTumorConfigError(
+                f"S of {gate_dataset} fold {fold} was trained on {len(leaked)} case(s) that are in the validation "
+                f"split of {dataset_name} fold {fold} ({', '.join(leaked[:5])}{', ...' if len(leaked) > 5 else ''}): "
+                f"its gate would leak validation data. Give {dataset_name} a split whose fold {fold} validation cases "
+                f"are the gate dataset's (`freetumor_add_unlabeled ... --make_split` writes one)."
+            )
+    plans_file = here / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise FreeTumorConfigError(
+            f"{plans_file} does not exist. Run `nnUNetv2_plan_and_preprocess -d {dataset_name}`."
+        )
+    return ct_normalizations(_load_json(plans_file), configuration)
+
+
+def _split(path: Path, fold: int | str, dataset_name: str) -> dict:
+    if not path.is_file():
+        raise FreeTumorConfigError(
+            f"{path} does not exist: with S from another dataset, both datasets' splits are needed to rule out "
+            f"validation leakage. Train a fold of {dataset_name} once (nnU-Net writes its split), or use "
+            "`freetumor_add_unlabeled ... --make_split` for a merged dataset."
+        )
+    splits = _load_json(path)
+    if int(fold) >= len(splits):
+        raise FreeTumorConfigError(f"fold {fold} is not in {path} ({len(splits)} splits)")
+    return splits[int(fold)]
 
 
 def forward_padded(net: nn.Module, x: torch.Tensor, divisor: tuple[int, ...]) -> torch.Tensor:

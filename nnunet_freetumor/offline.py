@@ -311,12 +311,13 @@ def load_gate_model(
     device: torch.device | str = "cpu",
 ) -> FrozenSegmenter:
     """The frozen baseline S: ``checkpoint``, or the config's gate_trainer baseline of ``fold`` in the results."""
+    gate_dataset = cfg.gate_dataset or src.name
     if checkpoint:
         path = Path(checkpoint)
     elif results_root is None:
         raise FreeTumorConfigError("set nnUNet_results (where the baseline is) or pass --gate_checkpoint")
     else:
-        folder = baseline_folder(results_root, src.name, cfg.gate_trainer, src.plans_name, src.configuration, fold)
+        folder = baseline_folder(results_root, gate_dataset, cfg.gate_trainer, src.plans_name, src.configuration, fold)
         path = folder / cfg.gate_checkpoint
     return load_frozen_segmenter(
         path,
@@ -324,8 +325,10 @@ def load_gate_model(
         plans_name=src.plans_name,
         configuration=src.configuration,
         fold=fold,
-        fix_hint=f"Train the baseline first: `nnUNetv2_train {src.name} {src.configuration} {fold} -tr "
+        fix_hint=f"Train the baseline first: `nnUNetv2_train {gate_dataset} {src.configuration} {fold} -tr "
         f"{cfg.gate_trainer} -p {src.plans_name}` (or pass --gate_checkpoint).",
+        gate_dataset=gate_dataset,
+        preprocessed=os.environ.get("nnUNet_preprocessed"),
     ).to(torch.device(device))
 
 

@@ -25,7 +25,7 @@ from torch import distributed as dist
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.crops import crop_size_for, tumor_box
-from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
+from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, load_frozen_segmenter
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import ct_normalizations
 from nnunet_freetumor.io import atomic_save, atomic_write_text
@@ -347,9 +347,10 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
 
     def load_gate(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> FrozenSegmenter:
         cfg = self.freetumor_config
+        gate_dataset = cfg.gate_dataset or pm.dataset_name
         path = (
             os.environ.get(GATE_ENV)
-            or baseline_folder(results, pm.dataset_name, cfg.gate_trainer, pm.plans_name, configuration, fold)
+            or baseline_folder(results, gate_dataset, cfg.gate_trainer, pm.plans_name, configuration, fold)
             / cfg.gate_checkpoint
         )
         return load_frozen_segmenter(
@@ -358,8 +359,10 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
             plans_name=pm.plans_name,
             configuration=configuration,
             fold=fold,
-            fix_hint=f"Train the baseline first: `nnUNetv2_train {pm.dataset_name} {configuration} {fold} -tr "
+            fix_hint=f"Train the baseline first: `nnUNetv2_train {gate_dataset} {configuration} {fold} -tr "
             f"{cfg.gate_trainer} -p {pm.plans_name}` (or point {GATE_ENV} to its checkpoint).",
+            gate_dataset=gate_dataset,
+            preprocessed=os.environ.get("nnUNet_preprocessed"),
         )
 
     def setup_synthesizer(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> None:
@@ -454,7 +457,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
                 inputs[i][box] = x_hat[i].to(inputs.dtype)
             gate_mask = m[:, None]
         with self._autocast():
-            logits = forward_padded(seg.network, inputs, seg.divisor)
+            logits = seg(inputs)
         return gate_proportion(logits.float(), gate_mask, self.freetumor_config.tumor_labels)
 
     def on_train_epoch_start(self):

@@ -16,9 +16,15 @@ import torch
 from conftest import DATASET, DATASET_ID, ENOUGH_SAMPLES, GENERATOR_ARGS, Demo, read_stats, run, train_env
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair, WindowConfig
-from nnunet_freetumor.frozen import load_frozen_segmenter, load_nnunet_checkpoint
+from nnunet_freetumor.frozen import (
+    FrozenSegmenter,
+    check_gate_of_another_dataset,
+    load_frozen_segmenter,
+    load_nnunet_checkpoint,
+)
 from nnunet_freetumor.generator import checkpoint
 from nnunet_freetumor.generator.checkpoint import check_generator_compatible
+from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.trainer_base import check_organs_present
 
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))
@@ -59,6 +65,76 @@ def test_a_foreign_generator_can_be_allowed_explicitly_but_never_with_another_la
         check_generator_compatible(
             {**META, "config": CFG.replace(pairs=(OrganTumorPair(3, 4),)).to_dict()}, CFG, **WHERE, environ=allow
         )
+
+
+# --- a gate model S of another dataset (config gate_dataset) --------------------------------------------------------
+
+LABELS = {"background": 0, "liver": 1, "liver tumor": 2}
+NORM = {"mean": 80.0, "std": 40.0, "percentile_00_5": -100.0, "percentile_99_5": 250.0}
+
+
+def _gate_datasets(pre: Path, merged_val: list[str], labels: dict = LABELS) -> None:
+    """Labeled dataset A (cases a0..a4, fold 0 validation a0) and B = A + unlabeled u0, u1 with the given validation."""
+    for name, cases, val in (
+        ("DatasetA", ["a0", "a1", "a2", "a3", "a4"], ["a0"]),
+        ("DatasetB", ["a0", "a1", "a2", "a3", "a4", "u0", "u1"], merged_val),
+    ):
+        (pre / name).mkdir(parents=True)
+        (pre / name / "dataset.json").write_text(json.dumps({"labels": LABELS if name == "DatasetA" else labels}))
+        split = [{"train": [c for c in cases if c not in val], "val": val}]
+        (pre / name / "splits_final.json").write_text(json.dumps(split))
+    plans = {
+        "configurations": {"3d_fullres": {"normalization_schemes": ["CTNormalization"]}},
+        "foreground_intensity_properties_per_channel": {"0": NORM},
+    }
+    (pre / "DatasetB" / "nnUNetPlans.json").write_text(json.dumps(plans))
+
+
+def _check(pre: Path) -> tuple[CTNormalization, ...]:
+    return check_gate_of_another_dataset(
+        {"labels": LABELS}, "DatasetA", "DatasetB", "nnUNetPlans", "3d_fullres", 0, pre
+    )
+
+
+def test_a_gate_of_another_dataset_is_accepted_with_the_same_labels_and_no_leakage_and_gets_this_datasets_norm(
+    tmp_path,
+):
+    _gate_datasets(tmp_path, merged_val=["a0"])
+    assert _check(tmp_path) == (CTNormalization(80.0, 40.0, -100.0, 250.0),)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ({"merged_val": ["a1"]}, r"trained on 1 case\(s\) that are in the validation split .* \(a1\).*--make_split"),
+        ({"merged_val": ["a0"], "labels": {"background": 0, "kidney": 1, "kidney tumor": 2}}, "same labels"),
+    ],
+)
+def test_a_gate_of_another_dataset_that_saw_validation_cases_or_has_other_labels_is_refused(tmp_path, setup, message):
+    _gate_datasets(tmp_path, **setup)
+    with pytest.raises(FreeTumorConfigError, match=message):
+        _check(tmp_path)
+
+
+def test_a_gate_of_another_dataset_without_this_datasets_split_is_refused_naming_the_fix(tmp_path):
+    _gate_datasets(tmp_path, merged_val=["a0"])
+    (tmp_path / "DatasetB" / "splits_final.json").unlink()
+    with pytest.raises(FreeTumorConfigError, match="DatasetB/splits_final.json does not exist.*--make_split"):
+        _check(tmp_path)
+
+
+def test_s_sees_another_datasets_input_in_its_own_normalization_and_gradients_pass():
+    data, own = CTNormalization(80.0, 40.0, -100.0, 250.0), CTNormalization(50.0, 100.0, -200.0, 300.0)
+    seg = FrozenSegmenter(torch.nn.Identity(), (own,), 2, (8, 8, 8), (1, 1, 1), Path("s"), "t", (data,))
+    hu = torch.tensor([-150.0, 0.0, 120.0, 250.0]).reshape(1, 1, 4, 1, 1)
+    x = data.from_hu(hu).requires_grad_()
+    out = seg(x)
+    # what S's own preprocessing makes of these HU (after this dataset's clip to [-100, 250])
+    assert torch.allclose(out, own.from_hu(hu.clamp(-100, 250)), atol=1e-5)
+    out.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 40.0 / 100.0))  # d x_S / d x = std_data / std_S
+    same = FrozenSegmenter(torch.nn.Identity(), (own,), 2, (8, 8, 8), (1, 1, 1), Path("s"), "t", None)
+    assert torch.equal(same(x), x)  # S of this dataset: inputs untouched
 
 
 class _Exploit:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATASET_ID, Demo, run
+from conftest import DATASET_ID, GENERATOR_ARGS, Demo, run
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
 from nnunet_freetumor.unlabeled import (
@@ -480,9 +480,10 @@ def test_an_organ_model_with_other_label_ids_needs_a_label_map_and_the_error_sug
 
 
 @pytest.mark.e2e
-def test_unlabeled_scans_with_masks_predicted_by_the_baseline_become_a_new_dataset_nnunet_accepts(
+def test_unlabeled_scans_with_masks_predicted_by_the_baseline_become_a_new_dataset_nnunet_accepts_and_gated_by_it(
     demo: Demo, baseline: Path, tmp_path
 ):
+    """... and the labeled dataset's baseline is the merged dataset's S (config gate_dataset), as in the paper."""
     from nnunet_freetumor.phantom import make_case
 
     new_id, name = 960, "Dataset960_FreeTumorDemo_unlabeled"
@@ -516,6 +517,19 @@ def test_unlabeled_scans_with_masks_predicted_by_the_baseline_become_a_new_datas
             + ["-np", 1, "-npfp", 1],
             demo.env,
         )
+        # S of the labeled dataset gates the merged one (same validation cases, new scans only in training) ...
+        run(["freetumor_config", "-d", new_id, "--gate_dataset", DATASET_ID, "--write"], demo.env)
+        split_file = demo.dirs["nnUNet_preprocessed"] / name / SPLITS
+        seen = json.loads((demo.preprocessed / SPLITS).read_text())[0]["train"][0]  # a case S was trained on
+        leaky = [{"train": [c for c in splits[0]["train"] if c != seen], "val": [*splits[0]["val"], seen]}, *splits[1:]]
+        split_file.write_text(json.dumps(leaky))
+        proc = run(["freetumor_train_generator", new_id, "-f", 0, *GENERATOR_ARGS], demo.env, expect_ok=False)
+        assert proc.returncode == 2 and f"({seen})" in proc.stderr and "leak" in proc.stderr, proc.stderr
+        assert not (demo.dirs["nnUNet_results"] / name).exists()  # refused before anything was written
+        split_file.write_text(json.dumps(splits))  # ... and is used when no validation case leaks
+        run(["freetumor_train_generator", new_id, "-f", 0, *GENERATOR_ARGS], demo.env)
+        log = next((demo.dirs["nnUNet_results"] / name).rglob("training_log.txt")).read_text()
+        assert f"frozen segmenter {baseline}" in log
     finally:  # leave the shared nnU-Net folders as they were for the other tests
-        for key in ("nnUNet_raw", "nnUNet_preprocessed"):
+        for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
             shutil.rmtree(demo.dirs[key] / name, ignore_errors=True)
