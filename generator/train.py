@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from nnunet_freetumor import __version__
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
+from nnunet_freetumor.frozen import FrozenSegmenter, forward_padded, load_gate_of_config
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.generator import checkpoint, networks
 from nnunet_freetumor.generator.checkpoint import FINAL, LATEST, generator_folder
@@ -140,22 +140,15 @@ class GeneratorTrainer:
         if len(self.crop_size) != 3:
             raise FreeTumorConfigError(f"configuration {args.configuration!r} is not 3-D")
 
-        gate_dataset = self.cfg.gate_dataset or self.dataset_name
-        gate = (
-            args.gate_checkpoint
-            or baseline_folder(results, gate_dataset, self.cfg.gate_trainer, args.plans, args.configuration, args.fold)
-            / self.cfg.gate_checkpoint
-        )
-        self.seg: FrozenSegmenter = load_frozen_segmenter(
-            gate,
+        self.seg: FrozenSegmenter = load_gate_of_config(
+            self.cfg,
+            results=results,
+            preprocessed=preprocessed,
             dataset_name=self.dataset_name,
             plans_name=args.plans,
             configuration=args.configuration,
             fold=args.fold,
-            fix_hint=f"Train it first: `nnUNetv2_train {gate_dataset} {args.configuration} "
-            f"{args.fold} -tr {self.cfg.gate_trainer} -p {args.plans}` (or pass --gate_checkpoint).",
-            gate_dataset=gate_dataset,
-            preprocessed=pre.parent,
+            checkpoint=args.gate_checkpoint,
         ).to(self.device)
         self.norm = ct_normalizations(plans.plans, args.configuration)[0]  # the data's (S maps it to its own)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
 
 TRUST_ENV = "nnUNet_freetumor_trust_checkpoints"
@@ -193,6 +193,40 @@ def load_frozen_segmenter(
         source=checkpoint,
         trainer_name=ckpt["trainer_name"],
         data_normalizations=data_normalizations,
+    )
+
+
+def load_gate_of_config(
+    cfg: FreeTumorConfig,
+    *,
+    results: str | os.PathLike | None,
+    preprocessed: str | os.PathLike | None,
+    dataset_name: str,
+    plans_name: str,
+    configuration: str,
+    fold: int | str,
+    checkpoint: str | os.PathLike | None = None,
+    override: str = "--gate_checkpoint",
+) -> FrozenSegmenter:
+    """S as the config names it: ``checkpoint`` if given, else the ``cfg.gate_trainer`` baseline of the fold of
+    ``cfg.gate_dataset`` (default ``dataset_name``) in ``results``; ``override`` names the user's way to pass another
+    checkpoint (for the error that says how to fix a missing one)."""
+    gate_dataset = cfg.gate_dataset or dataset_name
+    if not checkpoint:
+        if results is None:
+            raise FreeTumorConfigError(f"set nnUNet_results (where the baseline is) or pass {override}")
+        checkpoint = baseline_folder(results, gate_dataset, cfg.gate_trainer, plans_name, configuration, fold)
+        checkpoint = checkpoint / cfg.gate_checkpoint
+    return load_frozen_segmenter(
+        checkpoint,
+        dataset_name=dataset_name,
+        plans_name=plans_name,
+        configuration=configuration,
+        fold=fold,
+        fix_hint=f"Train the baseline first: `nnUNetv2_train {gate_dataset} {configuration} {fold} -tr "
+        f"{cfg.gate_trainer} -p {plans_name}` (or use {override}).",
+        gate_dataset=gate_dataset,
+        preprocessed=preprocessed,
     )
 
 

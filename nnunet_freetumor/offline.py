@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.crops import crop_size_for, tumor_box
-from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, forward_padded, load_frozen_segmenter
+from nnunet_freetumor.frozen import FrozenSegmenter, forward_padded, load_gate_of_config
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
 from nnunet_freetumor.io import check_complete, check_same_grid, new_dataset_folder, staged_folder
@@ -310,25 +310,16 @@ def load_gate_model(
     checkpoint: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
 ) -> FrozenSegmenter:
-    """The frozen baseline S: ``checkpoint``, or the config's gate_trainer baseline of ``fold`` in the results."""
-    gate_dataset = cfg.gate_dataset or src.name
-    if checkpoint:
-        path = Path(checkpoint)
-    elif results_root is None:
-        raise FreeTumorConfigError("set nnUNet_results (where the baseline is) or pass --gate_checkpoint")
-    else:
-        folder = baseline_folder(results_root, gate_dataset, cfg.gate_trainer, src.plans_name, src.configuration, fold)
-        path = folder / cfg.gate_checkpoint
-    return load_frozen_segmenter(
-        path,
+    """The frozen baseline S: ``checkpoint``, or the config's gate baseline of ``fold`` in the results."""
+    return load_gate_of_config(
+        cfg,
+        results=results_root,
+        preprocessed=os.environ.get("nnUNet_preprocessed"),
         dataset_name=src.name,
         plans_name=src.plans_name,
         configuration=src.configuration,
         fold=fold,
-        fix_hint=f"Train the baseline first: `nnUNetv2_train {gate_dataset} {src.configuration} {fold} -tr "
-        f"{cfg.gate_trainer} -p {src.plans_name}` (or pass --gate_checkpoint).",
-        gate_dataset=gate_dataset,
-        preprocessed=os.environ.get("nnUNet_preprocessed"),
+        checkpoint=checkpoint,
     ).to(torch.device(device))
 
 

@@ -25,7 +25,7 @@ from torch import distributed as dist
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.crops import crop_size_for, tumor_box
-from nnunet_freetumor.frozen import FrozenSegmenter, baseline_folder, load_frozen_segmenter
+from nnunet_freetumor.frozen import FrozenSegmenter, load_gate_of_config
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import ct_normalizations
 from nnunet_freetumor.io import atomic_save, atomic_write_text
@@ -346,23 +346,16 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         self.move_synthesizer_to_device()
 
     def load_gate(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> FrozenSegmenter:
-        cfg = self.freetumor_config
-        gate_dataset = cfg.gate_dataset or pm.dataset_name
-        path = (
-            os.environ.get(GATE_ENV)
-            or baseline_folder(results, gate_dataset, cfg.gate_trainer, pm.plans_name, configuration, fold)
-            / cfg.gate_checkpoint
-        )
-        return load_frozen_segmenter(
-            path,
+        return load_gate_of_config(
+            self.freetumor_config,
+            results=results,
+            preprocessed=os.environ.get("nnUNet_preprocessed"),
             dataset_name=pm.dataset_name,
             plans_name=pm.plans_name,
             configuration=configuration,
             fold=fold,
-            fix_hint=f"Train the baseline first: `nnUNetv2_train {gate_dataset} {configuration} {fold} -tr "
-            f"{cfg.gate_trainer} -p {pm.plans_name}` (or point {GATE_ENV} to its checkpoint).",
-            gate_dataset=gate_dataset,
-            preprocessed=os.environ.get("nnUNet_preprocessed"),
+            checkpoint=os.environ.get(GATE_ENV),
+            override=GATE_ENV,
         )
 
     def setup_synthesizer(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> None:
