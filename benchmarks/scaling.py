@@ -48,6 +48,19 @@ RUNS = [
 ]
 
 
+def tumor_onset(model: Path) -> int | None:
+    """First epoch (0-based) in which nnU-Net's validation pseudo Dice of a tumor class is above 0 (the training log in
+    ``fold_0/checkpoint_final.pth``); None: never during the whole training."""
+    from nnunet_freetumor.frozen import load_nnunet_checkpoint
+    from nnunet_freetumor.labels import infer_pairs
+
+    labels = json.loads((model / "dataset.json").read_text())["labels"]
+    foreground = sorted(v for v in labels.values() if v != 0)  # nnU-Net's order of the per-class Dice
+    tumors = [foreground.index(p.tumor) for p in infer_pairs({"labels": labels})]
+    per_epoch = load_nnunet_checkpoint(model / "fold_0" / "checkpoint_final.pth")["logging"]["dice_per_class_or_region"]
+    return next((e for e, dice in enumerate(per_epoch) if max(float(dice[i]) for i in tumors) > 0), None)
+
+
 def write_unlabeled_scans(folder: Path, n: int, p: dict) -> None:
     """``n`` healthy phantom scans (seeded apart from the dataset's cases) with their organ masks."""
     import SimpleITK as sitk
@@ -142,7 +155,9 @@ def main() -> None:
                 if k == 0 and run.generator is not None:
                     continue  # FreeTumor needs tumor-free organ crops: the labeled phantoms have none (see the note)
                 model = c.train(seed, run)
-                table[run.row][k].append({**headline(c.evaluate(seed, run, model)), **synthetic_tumors(model)})
+                table[run.row][k].append(
+                    {**headline(c.evaluate(seed, run, model)), **synthetic_tumors(model), "onset": tumor_onset(model)}
+                )
                 print(f"seed {seed} unlabeled {k} {run.row}: {table[run.row][k][-1]}", flush=True)
 
     compute = json.loads((work / "compute_seconds.json").read_text())  # all datasets share the work folder
@@ -158,13 +173,14 @@ def main() -> None:
         "",
         "| unlabeled scans | method | "
         + " | ".join(COLUMNS.values())
-        + " | synthetic tumors used / synthesized (per seed) |",
-        "|---|---|" + "---|" * (len(COLUMNS) + 1),
+        + " | tumor class first seen (epoch, per seed) | synthetic tumors used / synthesized (per seed) |",
+        "|---|---|" + "---|" * (len(COLUMNS) + 2),
     ]
     for k in counts:
         for r in runs:
             rows = table[r.row][k]
-            cells = [mean_sd([h[key] for h in rows]) for key in COLUMNS] + [used_of_synthesized(rows)]
+            onset = " ; ".join("never" if h["onset"] is None else str(h["onset"]) for h in rows) or "-"
+            cells = [mean_sd([h[key] for h in rows]) for key in COLUMNS] + [onset, used_of_synthesized(rows)]
             lines.append(f"| {k} | {r.row} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -172,6 +188,12 @@ def main() -> None:
         "phantoms a patch-sized crop of a labeled case always contains that case's lesion, so without healthy scans "
         "there is nothing to paint into (`freetumor_train_generator` stops with 'found no healthy organ crop'). On "
         "real CT, patches are much smaller than the organ and labeled cases do have tumor-free crops.",
+    ]
+    lines += [
+        "",
+        "'Tumor class first seen': the first epoch in which nnU-Net's validation pseudo Dice of the tumor class is "
+        f"above 0 (of {p['epochs']}; from the training log in checkpoint_final.pth), 'never' if it stayed 0: a model "
+        "that never segments a tumor on its validation cases scores 0 on the test set too.",
     ]
     gated = [h for k in counts[1:] for h in table[RUNS[1].row][k]]
     if gated and sum(h["used"] for h in gated) == 0:
