@@ -11,7 +11,6 @@ resumed one, the same index gives the same crop and mask.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from torch.utils.data import Dataset, Sampler
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.frozen import fold_split
 from nnunet_freetumor.labels import healthy_organs
 from nnunet_freetumor.masks import sample_tumor_mask
 
@@ -34,16 +34,11 @@ def training_cases(
     """The training split of ``fold`` from nnU-Net's splits_final.json ('all': every case)."""
     if str(fold) == "all":
         return sorted(all_identifiers)
-    path = Path(preprocessed_dataset_folder, "splits_final.json")
-    if not path.is_file():
-        raise FreeTumorConfigError(
-            f"{path} does not exist: nnU-Net writes it when it trains the baseline. Train the baseline of this fold "
-            "first (`nnUNetv2_train DATASET CONFIGURATION FOLD`); it is also the frozen segmenter the generator needs."
-        )
-    splits = json.loads(path.read_text())
-    if int(fold) >= len(splits):
-        raise FreeTumorConfigError(f"fold {fold} is not in {path} ({len(splits)} splits)")
-    return sorted(splits[int(fold)]["train"])
+    missing = (
+        "nnU-Net writes it when it trains the baseline. Train the baseline of this fold first (`nnUNetv2_train DATASET "
+        "CONFIGURATION FOLD`); it is also the frozen segmenter the generator needs."
+    )
+    return sorted(fold_split(preprocessed_dataset_folder, fold, missing)["train"])
 
 
 @dataclass

@@ -252,8 +252,16 @@ def check_gate_of_another_dataset(
             f"`freetumor_config -d {dataset_name} --gate_dataset {dataset_name} --write`."
         )
     if str(fold) != "all":
-        val = set(_split(here / "splits_final.json", fold, dataset_name)["val"])
-        seen = set(_split(Path(preprocessed, gate_dataset, "splits_final.json"), fold, gate_dataset)["train"])
+
+        def missing(name: str) -> str:
+            return (
+                "with S from another dataset, both datasets' splits are needed to rule out validation leakage. Train "
+                f"a fold of {name} once (nnU-Net writes its split), or use `freetumor_add_unlabeled ... --make_split` "
+                "for a merged dataset."
+            )
+
+        val = set(fold_split(here, fold, missing(dataset_name))["val"])
+        seen = set(fold_split(Path(preprocessed, gate_dataset), fold, missing(gate_dataset))["train"])
         leaked = sorted(val & seen)
         if leaked:
             raise FreeTumorConfigError(
@@ -270,13 +278,12 @@ def check_gate_of_another_dataset(
     return ct_normalizations(_load_json(plans_file), configuration)
 
 
-def _split(path: Path, fold: int | str, dataset_name: str) -> dict:
+def fold_split(dataset_folder: str | os.PathLike, fold: int | str, missing: str) -> dict[str, list[str]]:
+    """Fold ``fold`` ({"train": [...], "val": [...]}) of nnU-Net's ``splits_final.json`` in ``dataset_folder``
+    ($nnUNet_preprocessed/<dataset>); ``missing`` completes the error when the file is not there (how to make it)."""
+    path = Path(dataset_folder, "splits_final.json")
     if not path.is_file():
-        raise FreeTumorConfigError(
-            f"{path} does not exist: with S from another dataset, both datasets' splits are needed to rule out "
-            f"validation leakage. Train a fold of {dataset_name} once (nnU-Net writes its split), or use "
-            "`freetumor_add_unlabeled ... --make_split` for a merged dataset."
-        )
+        raise FreeTumorConfigError(f"{path} does not exist: {missing}")
     splits = _load_json(path)
     if int(fold) >= len(splits):
         raise FreeTumorConfigError(f"fold {fold} is not in {path} ({len(splits)} splits)")
