@@ -207,7 +207,7 @@ def test_resuming_after_an_interrupted_run_continues_exactly(demo, baseline, tmp
 @pytest.mark.e2e
 def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path):
     """Same global batch, split over 2 CPU processes (gloo): the same losses and the same weight updates, up to
-    float reduction order (Adam turns sign flips of near-zero gradients into +-lr, so compare the update as a whole)."""
+    float reduction order (Adam turns sign flips of near-zero gradients into +-lr, so count such elements)."""
     common = ["-f", 0, *GENERATOR_ARGS, "--gate_checkpoint", baseline, "--seed", 3]
     results, history = {}, {}
     for name, launcher in {
@@ -237,9 +237,13 @@ def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path
     update = torch.cat([(results["one"][k] - initial[k]).flatten() for k in keys])
     diff = torch.cat([(results["one"][k] - results["two"][k]).flatten() for k in keys])
     assert update.norm() > 0
-    # Measured |diff| / |update|: below 1e-3 in earlier CI runs, 1.9e-3 in one (float reduction order; Adam's first
-    # steps are ~lr * sign(g), so a near-zero gradient whose sign flips moves its weight by 2 lr; the session's
-    # baseline S, hence the gradients, differ slightly between runs). A broken DDP setup (ranks on different samples,
-    # no gradient all-reduce, a rank stepping on its half batch) flips the sign of a large share of the elements:
-    # a ratio of order 1.
-    assert diff.norm() < 1e-2 * update.norm(), (float(diff.norm()), float(update.norm()))
+    # With beta1 = 0 every AdamW step is about lr * sign(g) per element, so a near-zero gradient whose sign depends on
+    # float reduction order moves its weight by 2 lr: a handful of such elements dominate any norm of the difference
+    # (|diff| / |update| measured 0.003 in one run and 0.037 in another, with different session baselines S). What a
+    # broken DDP setup changes is the *share* of elements that move differently. Measured on this test's setup (68k
+    # weight elements): 2-process vs 1-process 0.006 % of elements off by more than 0.1 lr (identical in two
+    # 2-process runs); one process on a batch of 1 instead of 2 (what a rank stepping on its half batch, or ranks
+    # without the gradient all-reduce, would do) 94 %; another seed 100 %.
+    lr = meta["args"]["lr"]
+    share_off = float((diff.abs() > 0.1 * lr).float().mean())
+    assert share_off < 0.01, (share_off, float(diff.norm()), float(update.norm()))
