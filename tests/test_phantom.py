@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -307,7 +306,6 @@ def test_bad_case_arguments_give_clear_errors():
 
 
 def test_cli_writes_dataset_and_prints_next_command(tmp_path):
-    t0 = time.monotonic()
     proc = run(
         ["freetumor_make_demo_dataset", "-d", 908, "--shape", 24, 48, 48, "--n_train", 4, "--n_test", 2, "--kidney"],
         clean_env(nnUNet_raw=str(tmp_path)),
@@ -325,7 +323,6 @@ def test_cli_writes_dataset_and_prints_next_command(tmp_path):
         len(list((folder / "imagesTr").glob("*_0000.nii.gz"))) == 4 and len(list((folder / "labelsTs").iterdir())) == 2
     )
     assert sitk.ReadImage(str(folder / "imagesTs" / "phantom_test_000_0000.nii.gz")).GetSize() == (48, 48, 24)
-    assert time.monotonic() - t0 < 30
 
 
 def test_cli_bad_input_gives_one_error_line_and_exit_code_2(tmp_path):
