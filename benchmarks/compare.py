@@ -1,6 +1,6 @@
 """Baseline vs handcrafted vs FreeTumor, the gate ablation and the generator loss ablation, over several seeds.
 
-    python benchmarks/compare.py [--preset quick|cpu|cpu-small|gpu] [--rows all|core] [--seeds N] [--epochs E]
+    python benchmarks/compare.py [--preset quick|cpu-small|gpu] [--rows all|core] [--seeds N] [--epochs E]
                                  [--iters I] [--workdir DIR] [--device cpu|cuda] [--results benchmarks/RESULTS.md]
 
 A deliberately hard setting on the phantom: few labeled lesion cases, many healthy cases, a test split rich in small
@@ -50,22 +50,8 @@ PRESETS = {
         disc_features=(4, 8),
         gen_steps=2,
     ),
-    # hours on 2 CPU cores
-    "cpu": dict(
-        shape=(32, 64, 64),
-        n_train=24,
-        healthy=0.75,
-        n_test=12,
-        seeds=3,
-        epochs=10,
-        iters=25,
-        gen_epochs=10,
-        gen_features=(16, 32, 64, 128),
-        disc_features=(8, 16, 32),
-        gen_steps=None,
-    ),
-    # the core rows at a size that fits an afternoon on 2 CPU cores (use with --rows core). 80 epochs: at 15 the
-    # baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor
+    # 2 CPU cores: ~1.1 h per seed for the core rows, ~2.3 h per seed for all rows. 80 epochs: at 15 the baseline
+    # (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor
     "cpu-small": dict(
         shape=(24, 48, 48),
         n_train=24,
@@ -144,6 +130,26 @@ def apply_overrides(args: argparse.Namespace, p: dict, keys: tuple[str, ...]) ->
     given = {k: getattr(args, k) for k in keys if getattr(args, k)}
     p.update(given)
     return "".join(f" --{k} {v}" for k, v in given.items())
+
+
+def claim_workdir(work: Path, p: dict, device: str) -> None:
+    """A work folder holds the runs of one set of parameters: finished runs are reused, so running again with another
+    schedule, size or device in the same folder would put runs of both into one table. The first run records its
+    parameters in ``params.json``; a later one with other parameters (the number of seeds aside) is refused."""
+    mine = json.loads(json.dumps({**{k: v for k, v in p.items() if k != "seeds"}, "device": device}))
+    record = work / "params.json"
+    if record.is_file():
+        theirs = json.loads(record.read_text())
+        changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if changed:
+            diff = "; ".join(f"{k}: {theirs.get(k)} there, {mine.get(k)} now" for k in changed)
+            raise SystemExit(
+                f"error: {work} holds runs made with other parameters ({diff}): give a new --workdir, or the same "
+                "preset and overrides as before"
+            )
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(mine, indent=1) + "\n")
 
 
 def mean_sd(values: list) -> str:
@@ -480,22 +486,23 @@ def write_section(results_md: Path, section: str, title: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    ap.add_argument("--preset", choices=list(PRESETS), default="cpu-small")
     ap.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--iters", type=int)
+    ap.add_argument("--gen_epochs", type=int, help="generator epochs [the preset's]")
     ap.add_argument("--rows", choices=list(ROW_SETS), default="all", help="all rows, or the core comparison only")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None, help="[benchmarks/work_compare_<preset>]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
     p = dict(PRESETS[a.preset])
-    overrides = apply_overrides(a, p, ("seeds", "epochs", "iters"))
+    overrides = apply_overrides(a, p, ("seeds", "epochs", "iters", "gen_epochs"))
     if a.device == "cuda" and a.preset != "gpu":
         print("note: --device cuda with a CPU preset; consider --preset gpu")
     work = Path(a.workdir or Path(__file__).with_name(f"work_compare_{a.preset}")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    claim_workdir(work, p, a.device)
     c = Comparison(work, p, a.device)
     c.dataset()
     runs = [r for r in RUNS if r.row in ROW_SETS[a.rows]]

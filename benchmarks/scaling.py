@@ -25,7 +25,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare import PRESETS as COMPARE_PRESETS  # noqa: E402
-from compare import Comparison, Run, apply_overrides, mean_sd, sh, synthetic_tumors, used_of_synthesized, write_section  # noqa: E402
+from compare import (  # noqa: E402
+    Comparison,
+    Run,
+    apply_overrides,
+    claim_workdir,
+    mean_sd,
+    sh,
+    synthetic_tumors,
+    used_of_synthesized,
+    write_section,
+)
 
 # compare.py's presets with a labeled-only base dataset (healthy 0) and the unlabeled pool's unit N
 PRESETS = {
@@ -109,7 +119,7 @@ def main() -> None:
     flags = ("" if a.rows == "all" else f" --rows {a.rows}") + apply_overrides(a, p, ("seeds", "epochs"))
     runs = RUNS if a.rows == "all" else RUNS[:2]
     work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    claim_workdir(work, p, a.device)
 
     base = Comparison(work, p, a.device, BASE_ID, BASE_NAME)
     base.dataset()  # labeled cases only (healthy fraction 0) + the test split

@@ -1,0 +1,28 @@
+"""The benchmark scripts' bookkeeping (their runs themselves are hours; `compare.py --quick` is the smoke run)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compare import PRESETS, claim_workdir, mean_sd  # noqa: E402
+
+
+def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
+    work = tmp_path / "w"
+    p = dict(PRESETS["quick"])
+    claim_workdir(work, p, "cpu")
+    assert json.loads((work / "params.json").read_text())["epochs"] == p["epochs"]
+    claim_workdir(work, {**p, "seeds": 5}, "cpu")  # more seeds reuse the finished ones
+    with pytest.raises(SystemExit, match=r"gen_epochs: 1 there, 20 now.*new --workdir"):
+        claim_workdir(work, {**p, "gen_epochs": 20}, "cpu")
+    with pytest.raises(SystemExit, match=r"device: cpu there, cuda now"):
+        claim_workdir(work, p, "cuda")
+    assert json.loads((work / "params.json").read_text())["gen_epochs"] == 1  # a refused run records nothing
+
+
+def test_mean_sd_over_the_seeds_that_have_a_value():
+    assert mean_sd([0.5, None, 0.7]) == "0.600 ± 0.141"
+    assert mean_sd([0.25]) == "0.250" and mean_sd([None]) == "n/a"
