@@ -322,6 +322,7 @@ class GeneratorTrainer:
             t = torch.tensor([means[k] for k in keys], device=self.device, dtype=torch.float64)
             dist.all_reduce(t)
             means = dict(zip(keys, (t / self.world).tolist()))
+        means["steps"] = n  # optimizer steps of this epoch (every rank takes the same ones)
         self.sched_g.step()
         self.sched_c.step()
         if self.rank == 0 and first is not None:
@@ -349,7 +350,11 @@ class GeneratorTrainer:
             self.history.append(means)
             self.log(
                 f"epoch {self.epoch}: "
-                + ", ".join(f"{k} {v:.3g}" if k == "lr" else f"{k} {v:.4f}" for k, v in means.items() if k != "epoch")
+                + ", ".join(
+                    f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" if k == "lr" else f"{k} {v:.4f}"
+                    for k, v in means.items()
+                    if k != "epoch"
+                )
             )
             warning = no_seg_signal(self.history) if a.losses != "cls" and not warned else None
             if warning:

@@ -227,6 +227,7 @@ def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path
         results[name] = state["generator"]
         history[name] = json.loads((folder / "progress.json").read_text())
         spec = meta["generator"]
+    assert history["one"][0]["steps"] == history["two"][0]["steps"] == 2  # --max_steps_per_epoch, global batches
     for key in ("loss_seg", "loss_cls", "loss_c"):
         assert history["one"][0][key] == pytest.approx(history["two"][0][key], rel=1e-4), key
     torch.manual_seed(3)
