@@ -160,6 +160,11 @@ def mean_sd(values: list) -> str:
     return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def format_p(p: float) -> str:
+    """A p-value to 3 decimals; below 0.001 as '< 0.001' (not '0.000')."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def synthetic_tumors(model: Path) -> dict:
     """Synthetic tumors over a whole training, from the trainer's ``freetumor_stats.json`` (fold 0): synthesized, and
     used (= accepted by the gate; every synthesized one without a gate). Empty for trainers that synthesize none."""
@@ -435,7 +440,7 @@ def report(
                 x.append(da[k])
                 y.append(db[k])
         diff = np.array(x) - np.array(y)
-        pval = f"{wilcoxon(x, y).pvalue:.3f}" if len(x) >= 6 and np.any(diff != 0) else "n/a"
+        pval = format_p(wilcoxon(x, y).pvalue) if len(x) >= 6 and np.any(diff != 0) else "n/a"
         lines.append(
             f"| {row} | {mean_sd(deltas['dice_tumor'])} | {mean_sd(deltas['lesion_sensitivity'])} | "
             f"{mean_sd(deltas['small_lesion_sensitivity'])} | {better}/{seeds} | {pval} |"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from compare import PRESETS, claim_workdir, mean_sd  # noqa: E402
+from compare import PRESETS, claim_workdir, format_p, mean_sd  # noqa: E402
 
 
 def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
@@ -26,3 +26,7 @@ def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
 def test_mean_sd_over_the_seeds_that_have_a_value():
     assert mean_sd([0.5, None, 0.7]) == "0.600 ± 0.141"
     assert mean_sd([0.25]) == "0.250" and mean_sd([None]) == "n/a"
+
+
+def test_small_p_values_are_not_printed_as_zero():
+    assert format_p(0.0004) == "< 0.001" and format_p(0.0312) == "0.031"
