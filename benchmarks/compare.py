@@ -1,12 +1,14 @@
 """Baseline vs handcrafted vs FreeTumor, the gate ablation and the generator loss ablation, over several seeds.
 
     python benchmarks/compare.py [--preset quick|cpu-small|gpu] [--rows all|core] [--seeds N] [--epochs E]
-                                 [--iters I] [--workdir DIR] [--device cpu|cuda] [--results benchmarks/RESULTS.md]
+                                 [--iters I] [--gen_epochs G] [--workdir DIR] [--device cpu|cuda]
+                                 [--results benchmarks/RESULTS.md]
 
 A deliberately hard setting on the phantom: few labeled lesion cases, many healthy cases, a test split rich in small
 lesions. Every run uses the real command-line tools (nnUNetv2_train / freetumor_train_generator / nnUNetv2_predict)
 with the same schedule, on fold 0, and is evaluated on the test cases with freetumor_evaluate's metrics. Runs that
-already finished in the workdir are reused, so an interrupted comparison continues where it stopped.
+already finished in the workdir are reused, so an interrupted comparison continues where it stopped; the workdir
+refuses a run with other parameters (its params.json), so one table never mixes two schedules.
 
 Rows (per seed):
   baseline                nnUNetTrainerBaseline (= nnUNetTrainer with the plugin's schedule/seed variables)
