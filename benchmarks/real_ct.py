@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from compare import sh, write_section  # benchmarks/compare.py (this script's folder is on sys.path)
+from compare import claim_workdir, sh, write_section  # benchmarks/compare.py (this script's folder is on sys.path)
 from scipy import ndimage
 
 DATASET_ID = 904
@@ -1077,7 +1077,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"error: {data} lacks {', '.join(missing)} (see --data)")
     work = Path(a.workdir or Path(__file__).with_name("work_real_ct" + ("_quick" if a.quick else ""))).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    claim_workdir(work, p, "cpu")
     results_md = Path(a.results)
     suffix = "_quick" if a.quick else ""
     png = results_md.with_name(f"real_ct{suffix}_montage.png")
