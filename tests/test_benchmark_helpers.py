@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from compare import PRESETS, claim_workdir, format_p, mean_sd  # noqa: E402
+from compare import PRESETS, claim_workdir, format_p, mean_sd, write_section  # noqa: E402
 
 
 def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
@@ -30,3 +30,17 @@ def test_mean_sd_over_the_seeds_that_have_a_value():
 
 def test_small_p_values_are_not_printed_as_zero():
     assert format_p(0.0004) == "< 0.001" and format_p(0.0312) == "0.031"
+
+
+def test_a_report_replaces_its_own_section_or_the_one_it_supersedes(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\n## Comparison (p, core rows)\n\nold core\n\n## Realism (p)\n\nkept\n")
+    write_section(
+        md, "## Comparison (p)\n\nall rows\n", "## Comparison (p)", supersedes=("## Comparison (p, core rows)\n",)
+    )
+    text = md.read_text()
+    assert "old core" not in text and text.index("all rows") < text.index("## Realism (p)") and "kept" in text
+    write_section(md, "## Comparison (p)\n\nall rows, again\n", "## Comparison (p)")
+    assert md.read_text().count("## Comparison") == 1 and "again" in md.read_text()
+    write_section(md, "## Comparison (q, core rows)\n\nnew\n", "## Comparison (q, core rows)")
+    assert md.read_text().rstrip().endswith("new")  # another preset: appended
