@@ -108,6 +108,35 @@ ROW_SETS = {
 }
 METRICS = ("dice_tumor", "lesion_sensitivity", "small_lesion_sensitivity", "lesion_precision", "patient_specificity")
 
+# The orderings the paper reports (METHOD.md; LiTS unless stated, its numbers quoted as reported): each claim lists
+# rows from best to worst on one metric. The report checks every claim whose rows it has, on the means over seeds and
+# seed by seed.
+PAPER_ORDERINGS = (
+    ("synthesis helps", "dice_tumor", ("FreeTumor (T=0.7)", "baseline"), "Dice 65.5 > 58.6"),
+    ("the gate helps", "dice_tumor", ("FreeTumor (T=0.7)", "FreeTumor no gate"), "Dice 65.5 > 62.3"),
+    ("even a loose gate helps", "dice_tumor", ("FreeTumor T=0.5", "FreeTumor no gate"), "Dice 63.5 > 62.3"),
+    (
+        "T = 0.7 is the best threshold",
+        "dice_tumor",
+        ("FreeTumor (T=0.7)", "FreeTumor T=0.9", "FreeTumor T=0.5"),
+        "Dice 65.5 > 64.0 > 63.5",
+    ),
+    (
+        "both generator losses beat one (no gate)",
+        "dice_tumor",
+        ("FreeTumor no gate", "G: L_seg only, no gate", "G: L_cls only, no gate"),
+        "Dice 64.3 > 62.0 > 61.8",
+    ),
+    ("L_cls alone still helps", "dice_tumor", ("G: L_cls only, no gate", "baseline"), "Dice 61.8 > 58.6"),
+    (
+        "synthesis finds more small lesions",
+        "small_lesion_sensitivity",
+        ("FreeTumor (T=0.7)", "baseline"),
+        "sensitivity 66.1 > 49.7 (12 datasets)",
+    ),
+    ("generated beats handcrafted tumors", "dice_tumor", ("FreeTumor (T=0.7)", "handcrafted"), "above SyntheticTumors"),
+)
+
 
 def sh(cmd: list, env: dict, log: Path) -> None:
     """Run a command, its output appended to ``log``; its wall time is added to ``compute_seconds.json`` beside it
@@ -447,8 +476,43 @@ def report(
             f"| {row} | {mean_sd(deltas['dice_tumor'])} | {mean_sd(deltas['lesion_sensitivity'])} | "
             f"{mean_sd(deltas['small_lesion_sensitivity'])} | {better}/{seeds} | {pval} |"
         )
+    lines += orderings_table(results)
     lines += ["", f"![comparison]({out_png.name})", ""]
     return "\n".join(lines)
+
+
+def descending(values: list) -> bool:
+    """Each value strictly above the next (a missing value breaks the ordering)."""
+    return all(a is not None and b is not None and a > b for a, b in zip(values, values[1:]))
+
+
+def orderings_table(results: dict[str, list[dict]]) -> list[str]:
+    """The paper's orderings (``PAPER_ORDERINGS``) that these rows can test: the means here, whether the ordering
+    holds on the means (each row strictly above the next), and in how many seeds it holds."""
+    claims = [c for c in PAPER_ORDERINGS if all(r in results for r in c[2])]
+    if not claims:
+        return []
+    lines = [
+        "",
+        "The paper's orderings (its numbers as reported, LiTS unless stated), checked on these rows: holds = each "
+        "row's mean strictly above the next one's; seeds = in how many seeds it holds.",
+        "",
+        "| claim | rows, best first | paper | here (mean) | holds | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for text, metric, rows, paper in claims:
+        per_seed = [[r[metric] for r in results[row]] for row in rows]  # [row][seed]
+        means = [
+            np.mean([v for v in vals if v is not None]) if any(v is not None for v in vals) else None
+            for vals in per_seed
+        ]
+        seeds = sum(descending(list(col)) for col in zip(*per_seed))
+        here = ", ".join("n/a" if m is None else f"{m:.3f}" for m in means)
+        lines.append(
+            f"| {text} | {' > '.join(rows)} | {paper} | {here} | {'yes' if descending(means) else 'no'} | "
+            f"{seeds}/{min(map(len, per_seed))} |"
+        )
+    return lines
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:

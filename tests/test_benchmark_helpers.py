@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from compare import PRESETS, claim_workdir, format_p, mean_sd, write_section  # noqa: E402
+from compare import PRESETS, claim_workdir, format_p, mean_sd, orderings_table, write_section  # noqa: E402
 
 
 def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
@@ -44,3 +44,20 @@ def test_a_report_replaces_its_own_section_or_the_one_it_supersedes(tmp_path):
     assert md.read_text().count("## Comparison") == 1 and "again" in md.read_text()
     write_section(md, "## Comparison (q, core rows)\n\nnew\n", "## Comparison (q, core rows)")
     assert md.read_text().rstrip().endswith("new")  # another preset: appended
+
+
+def test_the_paper_orderings_are_checked_on_the_means_and_seed_by_seed():
+    def row(*dice):
+        return [{"dice_tumor": d, "small_lesion_sensitivity": None} for d in dice]
+
+    results = {
+        "baseline": row(0.5, 0.6, 0.7),
+        "FreeTumor (T=0.7)": row(0.6, 0.5, 0.8),  # mean above the baseline's, in 2 of 3 seeds
+        "FreeTumor no gate": row(0.7, 0.7, 0.7),  # above the gated row's mean
+    }
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in orderings_table(results) if line.startswith("| ")}
+    assert lines["synthesis helps"].endswith("| 0.633, 0.600 | yes | 2/3 |")
+    assert lines["the gate helps"].endswith("| no | 1/3 |")
+    assert lines["synthesis finds more small lesions"].endswith("| n/a, n/a | no | 0/3 |")
+    assert "T = 0.7 is the best threshold" not in lines  # its rows were not run
+    assert orderings_table({"baseline": row(0.5)}) == []
