@@ -52,8 +52,8 @@ PRESETS = {
         disc_features=(4, 8),
         gen_steps=2,
     ),
-    # 2 CPU cores: ~1.1 h per seed for the core rows, ~2.3 h per seed for all rows. 80 epochs: at 15 the baseline
-    # (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor
+    # 2 CPU cores (measured): ~1.5 h per seed for the core rows, ~3.5 h per seed for all rows. 80 epochs: at 15 the
+    # baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor
     "cpu-small": dict(
         shape=(24, 48, 48),
         n_train=24,
