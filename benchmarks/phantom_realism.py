@@ -6,12 +6,13 @@ and how the frozen S of each seed sees them — the evidence behind the comparis
 Runs on a finished `benchmarks/compare.py` work folder (same --preset / --workdir; nothing is trained here). For every
 seed that has a generator (losses "both") and a baseline S:
 1. `freetumor_synthesize --method generator` and `--method handcrafted` on the comparison dataset's healthy training
-   cases, K tumors per case, same seed (so both methods paint into the same masks), no gate;
+   cases, K tumors per case, same seed (so every method paints into the same masks), no gate; also with the loss
+   ablation's generators (L_seg only, L_cls only) where the comparison trained them;
 2. per lesion, for the real lesions of the labeled training cases and both exports: HU inside the lesion, contrast to
    the organ within 5 mm, edge width, and S's P (Eq. 4, the quality gate's view; benchmarks/real_ct.py's measures);
 3. the Fréchet distance real vs synthetic in S's bottleneck features (`freetumor_turing fid`'s computation) with a
    within-method reference at the same N (real_ct.py's `frechet`);
-4. the generator's training curve (L_seg, the share of its tumors the gate would accept) from its progress.json.
+4. each generator's training curve (L_seg, the share of its tumors the gate would accept) from its progress.json.
 Writes the section "Realism on the phantom (<preset>)" of RESULTS.md.
 """
 
@@ -30,8 +31,16 @@ from compare import PRESETS, Comparison, sh, write_section  # noqa: E402
 from real_ct import _f, _ms, frechet, measure_all  # noqa: E402
 
 ORGAN, TUMOR = 1, 2  # the phantom's liver / liver tumor labels
-METHODS = ("generator", "handcrafted")
-EXPORT_ID = 960  # seed s, method m -> 960 + 2 s + m
+# method -> (freetumor_synthesize --method, the generator's losses = compare.py's results root; "both" for handcrafted)
+METHODS = {
+    "generator": ("generator", "both"),
+    "handcrafted": ("handcrafted", "both"),
+    "G: L_seg only": ("generator", "seg"),
+    "G: L_cls only": ("generator", "cls"),
+}
+LOSSES = {"both": "both losses", "seg": "L_seg only", "cls": "L_cls only"}
+EXPORT_ID = 960  # seed s, method m -> 960 + 2 s + m (generator, handcrafted); 980 + 2 s + m - 2 (the loss ablation)
+GENERATOR = "FreeTumorGenerator__nnUNetPlans__3d_fullres"
 COLUMNS = (
     ("diameter_mm", "diameter mm", 0),
     ("mean_hu", "mean HU", 0),
@@ -43,15 +52,30 @@ COLUMNS = (
 )
 
 
+def generator_folder(c: Comparison, seed: int, losses: str) -> Path:
+    return c.results_root(seed, losses) / c.ds / GENERATOR / "fold_0"
+
+
+def methods_of(c: Comparison, seed: int) -> list[str]:
+    """The methods of one seed: generator and handcrafted, and the loss ablation's generators that were trained."""
+    return [
+        m
+        for m, (kind, losses) in METHODS.items()
+        if kind == "handcrafted" or (generator_folder(c, seed, losses) / "generator_final.safetensors").is_file()
+    ]
+
+
 def export(c: Comparison, seed: int, method: str, n_per_case: int) -> Path:
     """The seed's freetumor_synthesize export of one method (reused when it exists)."""
-    dataset_id = EXPORT_ID + 2 * seed + METHODS.index(method)
-    name = f"{c.name}_s{seed}_{method}"
+    kind, losses = METHODS[method]
+    m = list(METHODS).index(method)
+    dataset_id = EXPORT_ID + 2 * seed + m if m < 2 else EXPORT_ID + 20 + 2 * seed + m - 2
+    name = f"{c.name}_s{seed}_{kind}" + ("" if losses == "both" else f"_{losses}")
     folder = c.raw / f"Dataset{dataset_id:03d}_{name}"
     if not (folder / "synthesis_log.json").is_file():
-        cmd = ["freetumor_synthesize", "-d", c.dataset_id, "-f", 0, "--method", method, "--n_per_case", n_per_case]
+        cmd = ["freetumor_synthesize", "-d", c.dataset_id, "-f", 0, "--method", kind, "--n_per_case", n_per_case]
         cmd += ["--seed", 0, "-o", dataset_id, "--name", name, "--overwrite", "--device", "cpu", "--no_progress"]
-        sh(cmd, c.env(seed, "both"), c.log)
+        sh(cmd, c.env(seed, losses), c.log)
     return folder
 
 
@@ -71,19 +95,25 @@ def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     }
 
 
-def generator_curve(c: Comparison, seed: int) -> list[dict]:
-    path = (
-        c.results_root(seed, "both") / c.ds / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0" / "progress.json"
-    )
-    return json.loads(path.read_text())
+def generator_curves(c: Comparison, seed: int) -> dict[str, list[dict]]:
+    """losses -> the progress.json of that generator of the seed (the ones that were trained)."""
+    out = {}
+    for losses in LOSSES:
+        path = generator_folder(c, seed, losses) / "progress.json"
+        if path.is_file():
+            out[losses] = json.loads(path.read_text())
+    return out
 
 
-def report(per_seed: dict[int, dict], curves: dict[int, list[dict]], baseline_dice: dict, cmd: str, n: int) -> str:
+def report(
+    per_seed: dict[int, dict], curves: dict[int, dict[str, list[dict]]], baseline_dice: dict, cmd: str, n: int
+) -> str:
     lines = [
         "",
         f"Generated by `{cmd}` on the models of the comparison above (no training here). Per seed: "
-        f"`freetumor_synthesize` with that seed's generator and with the handcrafted recipe, {n} tumor(s) per healthy "
-        "training case, the same masks for both methods (same export seed, no gate); real = the lesions of the "
+        f"`freetumor_synthesize` with that seed's generator, with the loss ablation's generators (G: L_seg only, "
+        f"G: L_cls only) where the comparison trained them, and with the handcrafted recipe, {n} tumor(s) per healthy "
+        "training case, the same masks for every method (same export seed, no gate); real = the lesions of the "
         "labeled training cases (S's own training data: its P on them is a training-set number). Per lesion as in "
         "the real-CT check: HU inside, the organ within 5 mm, contrast = lesion mean − that ring's mean, edge width "
         "≈ |contrast| / in-plane edge gradient; S: P = the share of the lesion the seed's frozen S labels tumor (the "
@@ -94,8 +124,7 @@ def report(per_seed: dict[int, dict], curves: dict[int, list[dict]], baseline_di
     ]
     for seed, res in per_seed.items():
         t = res["threshold"]
-        for key in ("real", *METHODS):
-            recs = res["measures"][key]
+        for key, recs in res["measures"].items():
             cells = [_ms([r[k] for r in recs], d) for k, _, d in COLUMNS]
             share = np.mean([r["gate_p"] >= t for r in recs]) if recs else float("nan")
             lines.append(f"| {seed} | {key} | {len(recs)} | " + " | ".join(cells) + f" | {_f(share, 2)} |")
@@ -109,8 +138,7 @@ def report(per_seed: dict[int, dict], curves: dict[int, list[dict]], baseline_di
         "|---|---|---|---|---|---|---|",
     ]
     for seed, res in per_seed.items():
-        for key in METHODS:
-            fd = res["frechet"][key]
+        for key, fd in res["frechet"].items():
             if "error" in fd:
                 lines.append(f"| {seed} | {key} | - | {fd['n_synthetic']} | - | {fd['error']} | - |")
                 continue
@@ -122,26 +150,34 @@ def report(per_seed: dict[int, dict], curves: dict[int, list[dict]], baseline_di
             )
     lines += [
         "",
-        "Generator training per seed (`progress.json`; L_seg = Eq. 2, 1 = S sees no tumor in the synthetic one; "
-        "accepted = share of the epoch's synthetic tumors with P ≥ T) and the seed's baseline S on the test split:",
+        "Generator training per seed (`progress.json`; L_seg = Eq. 2, 1 = S sees no tumor in the synthetic one, "
+        "logged also when it is not trained on; accepted = share of the epoch's synthetic tumors with P ≥ T) and the "
+        "seed's baseline S on the test split:",
         "",
-        "| seed | S: test Dice (tumor) | L_seg first → last epoch | accepted first → last | epochs with L_seg ≥ 0.99 |",
-        "|---|---|---|---|---|",
+        "| seed | S: test Dice (tumor) | generator | L_seg first → last epoch | accepted first → last | "
+        "epochs with L_seg ≥ 0.99 |",
+        "|---|---|---|---|---|---|",
     ]
-    for seed, h in curves.items():
-        stuck = sum(e["loss_seg"] >= 0.99 for e in h)
-        lines.append(
-            f"| {seed} | {_f(baseline_dice.get(seed), 3)} | {h[0]['loss_seg']:.3f} → {h[-1]['loss_seg']:.3f} | "
-            f"{h[0]['gate_accept']:.2f} → {h[-1]['gate_accept']:.2f} | {stuck} / {len(h)} |"
-        )
+    for seed, by_losses in curves.items():
+        for losses, h in by_losses.items():
+            stuck = sum(e["loss_seg"] >= 0.99 for e in h)
+            lines.append(
+                f"| {seed} | {_f(baseline_dice.get(seed), 3)} | {LOSSES[losses]} | "
+                f"{h[0]['loss_seg']:.3f} → {h[-1]['loss_seg']:.3f} | "
+                f"{h[0]['gate_accept']:.2f} → {h[-1]['gate_accept']:.2f} | {stuck} / {len(h)} |"
+            )
     lines += reading(per_seed, curves)
     return "\n".join(lines) + "\n"
 
 
-def reading(per_seed: dict[int, dict], curves: dict[int, list[dict]]) -> list[str]:
+def mean_contrast(records: list[dict]) -> float:
+    return float(np.nanmean([r["contrast_hu"] for r in records]))
+
+
+def reading(per_seed: dict[int, dict], curves: dict[int, dict[str, list[dict]]]) -> list[str]:
     """Sentences that follow from the numbers above (each one only when the numbers say so)."""
     out = []
-    stuck = [s for s, h in curves.items() if all(e["loss_seg"] >= 0.99 for e in h)]
+    stuck = [s for s, h in curves.items() if "both" in h and all(e["loss_seg"] >= 0.99 for e in h["both"])]
     if stuck:
         out += [
             "",
@@ -152,7 +188,7 @@ def reading(per_seed: dict[int, dict], curves: dict[int, list[dict]]) -> list[st
             "whenever the initial synthetic tumors are far from what S calls tumor.",
         ]
     for seed, res in per_seed.items():
-        fds = {k: res["frechet"][k] for k in METHODS if res["frechet"][k].get("reference_fd")}
+        fds = {k: fd for k, fd in res["frechet"].items() if fd.get("reference_fd")}
         outside = [k for k, fd in fds.items() if fd["frechet_distance"] > np.percentile(fd["reference_fd"], 95)]
         if fds:
             out += [
@@ -168,15 +204,48 @@ def reading(per_seed: dict[int, dict], curves: dict[int, list[dict]]) -> list[st
             ]
     for seed, res in per_seed.items():
         m = res["measures"]
-        real_c = np.nanmean([r["contrast_hu"] for r in m["real"]])
-        gaps = {k: abs(np.nanmean([r["contrast_hu"] for r in m[k]]) - real_c) for k in METHODS}
+        real_c = mean_contrast(m["real"])
+        pair = ("generator", "handcrafted")
+        gaps = {k: abs(mean_contrast(m[k]) - real_c) for k in pair}
         closer = min(gaps, key=gaps.get)
         out += [
             "",
             f"Seed {seed}: mean contrast to the organ — real {real_c:.0f} HU, "
-            + ", ".join(f"{k} {np.nanmean([r['contrast_hu'] for r in m[k]]):.0f} HU" for k in METHODS)
+            + ", ".join(f"{k} {mean_contrast(m[k]):.0f} HU" for k in pair)
             + f"; the {closer} tumors are closer to the real lesions in contrast (by "
             f"{abs(gaps['generator'] - gaps['handcrafted']):.0f} HU).",
+        ]
+    out += loss_ablation_reading(per_seed, curves)
+    return out
+
+
+def loss_ablation_reading(per_seed: dict[int, dict], curves: dict[int, dict[str, list[dict]]]) -> list[str]:
+    """Per seed with the loss ablation's generators: which one paints the real lesions' contrast sign, and where each
+    one's L_seg went over its training (without L_seg, nothing keeps G's tumors where S sees tumor)."""
+    out = []
+    for seed, res in per_seed.items():
+        gens = [k for k, (kind, _) in METHODS.items() if kind == "generator" and k in res["measures"]]
+        if len(gens) < 2:
+            continue
+        real_c = mean_contrast(res["measures"]["real"])
+        contrast = {k: mean_contrast(res["measures"][k]) for k in gens}
+        wrong = [k for k in gens if np.sign(contrast[k]) != np.sign(real_c)]
+        owner = "generators'" if len(wrong) > 1 else "generator's"
+        names = {k: LOSSES[METHODS[k][1]] for k in gens}
+        h = {names[k]: curves.get(seed, {}).get(METHODS[k][1]) for k in gens}
+        trend = [f"{g} {c[0]['loss_seg']:.2f} → {c[-1]['loss_seg']:.2f}" for g, c in h.items() if c]
+        out += [
+            "",
+            f"Seed {seed}, generator loss ablation: mean contrast to the organ — real {real_c:.0f} HU, "
+            + ", ".join(f"{names[k]} {contrast[k]:.0f} HU" for k in gens)
+            + (
+                f"; the {' and '.join(names[k] for k in wrong)} {owner} tumors are "
+                f"{'brighter' if real_c < 0 else 'darker'} than the organ, the real lesions "
+                f"{'darker' if real_c < 0 else 'brighter'}"
+                if wrong
+                else "; every generator paints tumors on the real lesions' side of the organ's intensity"
+            )
+            + (f". L_seg over training: {', '.join(trend)}." if trend else "."),
         ]
     return out
 
@@ -204,9 +273,9 @@ def main() -> None:
     baseline_dice = dict(enumerate(r["dice_tumor"] for r in comparison.get("results", {}).get("baseline", [])))
     per_seed, curves = {}, {}
     for seed in seeds:
-        exports = {m: export(c, seed, m, a.n_per_case) for m in METHODS}
+        exports = {m: export(c, seed, m, a.n_per_case) for m in methods_of(c, seed)}
         per_seed[seed] = analyse(c, seed, exports)
-        curves[seed] = generator_curve(c, seed)
+        curves[seed] = generator_curves(c, seed)
     (work / "phantom_realism.json").write_text(json.dumps(per_seed, indent=1, default=str) + "\n")
     title = f"## Realism on the phantom ({a.preset})"
     cmd = f"python benchmarks/phantom_realism.py --preset {a.preset} --n_per_case {a.n_per_case}"

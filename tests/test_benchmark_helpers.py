@@ -61,3 +61,35 @@ def test_the_paper_orderings_are_checked_on_the_means_and_seed_by_seed():
     assert lines["synthesis finds more small lesions"].endswith("| n/a, n/a | no | 0/3 |")
     assert "T = 0.7 is the best threshold" not in lines  # its rows were not run
     assert orderings_table({"baseline": row(0.5)}) == []
+
+
+def test_the_loss_ablation_reading_names_the_generator_that_paints_the_wrong_contrast():
+    from phantom_realism import loss_ablation_reading, report
+
+    def lesions(contrast):
+        cols = ("diameter_mm", "mean_hu", "sd_hu", "ring_lung_hu", "edge_width_mm")
+        return [{"contrast_hu": c, "gate_p": 0.8, **dict.fromkeys(cols, 1.0)} for c in contrast]
+
+    def curve(*loss_seg):
+        return [{"loss_seg": v, "gate_accept": 0.0} for v in loss_seg]
+
+    measures = {
+        "real": lesions([-40, -42]),
+        "generator": lesions([-30, -34]),
+        "handcrafted": lesions([-41]),
+        "G: L_cls only": lesions([120, 80]),
+    }
+    fd = {"frechet_distance": 1.0, "reference_fd": [], "n_real": 2, "n_synthetic": 2, "n_features": 4}
+    per_seed = {0: {"measures": measures, "frechet": {"generator": fd}, "threshold": 0.7}}
+    curves = {0: {"both": curve(0.4, 0.5), "cls": curve(0.43, 0.93)}}
+    (text,) = [s for s in loss_ablation_reading(per_seed, curves) if s]
+    assert "both losses -32 HU, L_cls only 100 HU" in text
+    assert "the L_cls only generator's tumors are brighter than the organ, the real lesions darker" in text
+    assert text.endswith("L_seg over training: both losses 0.40 → 0.50, L_cls only 0.43 → 0.93.")
+    measures["G: L_cls only"] = lesions([-10])
+    (text,) = [s for s in loss_ablation_reading(per_seed, curves) if s]
+    assert "every generator paints tumors on the real lesions' side" in text
+    del measures["G: L_cls only"]  # a seed without the ablation's generators: no sentence
+    assert loss_ablation_reading(per_seed, curves) == []
+    table = report(per_seed, curves, {0: 0.6}, "cmd", 2)
+    assert "| 0 | 0.600 | L_cls only | 0.430 → 0.930 | 0.00 → 0.00 | 0 / 2 |" in table
