@@ -220,7 +220,8 @@ def reading(per_seed: dict[int, dict], curves: dict[int, dict[str, list[dict]]])
 
 
 def loss_ablation_reading(per_seed: dict[int, dict], curves: dict[int, dict[str, list[dict]]]) -> list[str]:
-    """Per seed with the loss ablation's generators: which one paints the real lesions' contrast sign, and where each
+    """Per seed with the loss ablation's generators: whether each paints the real lesions' contrast sign, how strong
+    its contrast is relative to theirs (a faint one labels tumor where the image shows almost none), and where each
     one's L_seg went over its training (without L_seg, nothing keeps G's tumors where S sees tumor)."""
     out = []
     for seed, res in per_seed.items():
@@ -245,6 +246,8 @@ def loss_ablation_reading(per_seed: dict[int, dict], curves: dict[int, dict[str,
                 if wrong
                 else "; every generator paints tumors on the real lesions' side of the organ's intensity"
             )
+            + "; contrast as a share of the real lesions': "
+            + ", ".join(f"{names[k]} {contrast[k] / real_c:.2f}" for k in gens)
             + (f". L_seg over training: {', '.join(trend)}." if trend else "."),
         ]
     return out

@@ -89,6 +89,7 @@ def test_the_loss_ablation_reading_names_the_generator_that_paints_the_wrong_con
     measures["G: L_cls only"] = lesions([-10])
     (text,) = [s for s in loss_ablation_reading(per_seed, curves) if s]
     assert "every generator paints tumors on the real lesions' side" in text
+    assert "contrast as a share of the real lesions': both losses 0.78, L_cls only 0.24." in text
     del measures["G: L_cls only"]  # a seed without the ablation's generators: no sentence
     assert loss_ablation_reading(per_seed, curves) == []
     table = report(per_seed, curves, {0: 0.6}, "cmd", 2)
