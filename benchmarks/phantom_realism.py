@@ -39,7 +39,7 @@ METHODS = {
     "G: L_cls only": ("generator", "cls"),
 }
 LOSSES = {"both": "both losses", "seg": "L_seg only", "cls": "L_cls only"}
-EXPORT_ID = 960  # seed s, method m -> 960 + 2 s + m (generator, handcrafted); 980 + 2 s + m - 2 (the loss ablation)
+EXPORT_ID = 960  # seed s, method m -> 960 + 20 (m // 2) + 2 s + m % 2: 960.. generator/handcrafted, 980.. ablation
 GENERATOR = "FreeTumorGenerator__nnUNetPlans__3d_fullres"
 COLUMNS = (
     ("diameter_mm", "diameter mm", 0),
@@ -69,7 +69,7 @@ def export(c: Comparison, seed: int, method: str, n_per_case: int) -> Path:
     """The seed's freetumor_synthesize export of one method (reused when it exists)."""
     kind, losses = METHODS[method]
     m = list(METHODS).index(method)
-    dataset_id = EXPORT_ID + 2 * seed + m if m < 2 else EXPORT_ID + 20 + 2 * seed + m - 2
+    dataset_id = EXPORT_ID + 20 * (m // 2) + 2 * seed + m % 2
     name = f"{c.name}_s{seed}_{kind}" + ("" if losses == "both" else f"_{losses}")
     folder = c.raw / f"Dataset{dataset_id:03d}_{name}"
     if not (folder / "synthesis_log.json").is_file():
