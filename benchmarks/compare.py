@@ -250,6 +250,12 @@ class Comparison:
             base.symlink_to(main_base, target_is_directory=True)
         return root
 
+    def generator_folder(self, seed: int, losses: str) -> Path:
+        """Where freetumor_train_generator writes the seed's generator trained with ``losses``."""
+        from nnunet_freetumor.generator.checkpoint import generator_folder
+
+        return generator_folder(self.results_root(seed, losses), self.ds, "nnUNetPlans", "3d_fullres", 0)
+
     def env(self, seed: int, generator: str | None) -> dict:
         return {
             **self.base_env,
@@ -327,9 +333,7 @@ class Comparison:
         return fold.parent
 
     def generator(self, seed: int, losses: str) -> None:
-        env = self.env(seed, losses)
-        out = Path(env["nnUNet_results"]) / self.ds / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
-        if (out / "generator_final.safetensors").is_file():
+        if (self.generator_folder(seed, losses) / "generator_final.safetensors").is_file():
             return
         p = self.p
         cmd = [
@@ -356,7 +360,7 @@ class Comparison:
         ]
         if p["gen_steps"]:
             cmd += ["--max_steps_per_epoch", p["gen_steps"]]
-        sh(cmd, env, self.log)
+        sh(cmd, self.env(seed, losses), self.log)
 
     def evaluate(self, seed: int, run: Run, model: Path) -> dict:
         from nnunet_freetumor.evaluation import evaluate_folder

@@ -40,7 +40,6 @@ METHODS = {
 }
 LOSSES = {"both": "both losses", "seg": "L_seg only", "cls": "L_cls only"}
 EXPORT_ID = 960  # seed s, method m -> 960 + 20 (m // 2) + 2 s + m % 2: 960.. generator/handcrafted, 980.. ablation
-GENERATOR = "FreeTumorGenerator__nnUNetPlans__3d_fullres"
 COLUMNS = (
     ("diameter_mm", "diameter mm", 0),
     ("mean_hu", "mean HU", 0),
@@ -52,16 +51,12 @@ COLUMNS = (
 )
 
 
-def generator_folder(c: Comparison, seed: int, losses: str) -> Path:
-    return c.results_root(seed, losses) / c.ds / GENERATOR / "fold_0"
-
-
 def methods_of(c: Comparison, seed: int) -> list[str]:
     """The methods of one seed: generator and handcrafted, and the loss ablation's generators that were trained."""
     return [
         m
         for m, (kind, losses) in METHODS.items()
-        if kind == "handcrafted" or (generator_folder(c, seed, losses) / "generator_final.safetensors").is_file()
+        if kind == "handcrafted" or (c.generator_folder(seed, losses) / "generator_final.safetensors").is_file()
     ]
 
 
@@ -99,7 +94,7 @@ def generator_curves(c: Comparison, seed: int) -> dict[str, list[dict]]:
     """losses -> the progress.json of that generator of the seed (the ones that were trained)."""
     out = {}
     for losses in LOSSES:
-        path = generator_folder(c, seed, losses) / "progress.json"
+        path = c.generator_folder(seed, losses) / "progress.json"
         if path.is_file():
             out[losses] = json.loads(path.read_text())
     return out
