@@ -13,7 +13,9 @@ seed that has a generator (losses "both") and a baseline S:
 3. the Fréchet distance real vs synthetic in S's bottleneck features (`freetumor_turing fid`'s computation) with a
    within-method reference at the same N (real_ct.py's `frechet`);
 4. each generator's training curve (L_seg, the share of its tumors the gate would accept) from its progress.json.
-Writes the section "Realism on the phantom (<preset>)" of RESULTS.md.
+Writes the section "Realism on the phantom (<preset>)" of RESULTS.md. A seed's analysis is kept in the work folder's
+phantom_realism.json and reused while its exports and its S are the same files (a new seed or a new ablation generator
+analyses only that seed).
 """
 
 from __future__ import annotations
@@ -88,6 +90,22 @@ def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
         "frechet": frechet(exports, src, seg),
         "threshold": src.cfg.gate_threshold,
     }
+
+
+def fingerprint(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
+    """What one seed's analysis reads: its exports (by their synthesis log's mtime) and its S's checkpoint."""
+    s = c.results_root(seed, "both") / c.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres" / "fold_0"
+    files = {m: e / "synthesis_log.json" for m, e in exports.items()} | {"S": s / "checkpoint_final.pth"}
+    return {m: f"{f}@{f.stat().st_mtime_ns}" for m, f in files.items()}
+
+
+def cached_analyse(c: Comparison, seed: int, exports: dict[str, Path], cache: dict) -> dict:
+    """``analyse`` of one seed, reused from the last run's phantom_realism.json when it read the same files."""
+    key = fingerprint(c, seed, exports)
+    old = cache.get(str(seed), {})
+    if old.get("inputs") == key:
+        return old
+    return {**analyse(c, seed, exports), "inputs": key}
 
 
 def generator_curves(c: Comparison, seed: int) -> dict[str, list[dict]]:
@@ -269,12 +287,16 @@ def main() -> None:
         )
     comparison = json.loads((work / "comparison.json").read_text()) if (work / "comparison.json").is_file() else {}
     baseline_dice = dict(enumerate(r["dice_tumor"] for r in comparison.get("results", {}).get("baseline", [])))
+    cache_file = work / "phantom_realism.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     per_seed, curves = {}, {}
     for seed in seeds:
         exports = {m: export(c, seed, m, a.n_per_case) for m in methods_of(c, seed)}
-        per_seed[seed] = analyse(c, seed, exports)
+        per_seed[seed] = cached_analyse(c, seed, exports, cache)
         curves[seed] = generator_curves(c, seed)
-    (work / "phantom_realism.json").write_text(json.dumps(per_seed, indent=1, default=str) + "\n")
+    tmp = cache_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(per_seed, indent=1, default=str) + "\n")
+    tmp.replace(cache_file)
     title = f"## Realism on the phantom ({a.preset})"
     cmd = f"python benchmarks/phantom_realism.py --preset {a.preset} --n_per_case {a.n_per_case}"
     section = title + "\n" + report(per_seed, curves, baseline_dice, cmd, a.n_per_case)

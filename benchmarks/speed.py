@@ -89,7 +89,10 @@ def setup(work: Path, quick: bool, device: str) -> dict:
             ["nnUNetv2_train", DATASET_ID, "3d_fullres", 0, "-tr", "nnUNetTrainerBaseline", "-device", "cpu"],
             {**env, "nnUNet_n_proc_DA": "0"},
         )
-    if not (res / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0" / "generator_final.safetensors").is_file():
+    from nnunet_freetumor.generator.checkpoint import generator_folder
+
+    gen = generator_folder(work / "nnUNet_results", DATASET, "nnUNetPlans", "3d_fullres", 0)
+    if not (gen / "generator_final.safetensors").is_file():
         feats = ["8", "16", "32"] if quick else ["32", "64", "128", "256", "320"]
         # the generator's crop is half the patch per axis, as on real data where the patch (e.g. 128^3) is larger
         # than the generator's 96^3 crop: otherwise crop and patch coincide and the gate-crop comparison is empty

@@ -1,6 +1,7 @@
 """The benchmark scripts' bookkeeping (their runs themselves are hours; `compare.py --quick` is the smoke run)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,3 +95,27 @@ def test_the_loss_ablation_reading_names_the_generator_that_paints_the_wrong_con
     assert loss_ablation_reading(per_seed, curves) == []
     table = report(per_seed, curves, {0: 0.6}, "cmd", 2)
     assert "| 0 | 0.600 | L_cls only | 0.430 → 0.930 | 0.00 → 0.00 | 0 / 2 |" in table
+
+
+def test_a_seeds_realism_is_reused_only_while_its_exports_and_s_are_unchanged(tmp_path, monkeypatch):
+    import phantom_realism
+    from compare import Comparison
+
+    c = Comparison(tmp_path / "w", dict(PRESETS["quick"]), "cpu")
+    s = c.results_root(0, "both") / c.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres" / "fold_0"
+    s.mkdir(parents=True)
+    (s / "checkpoint_final.pth").write_text("S")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "synthesis_log.json").write_text("{}")
+    runs = []
+    monkeypatch.setattr(phantom_realism, "analyse", lambda c, seed, exports: runs.append(seed) or {"measures": {}})
+
+    first = phantom_realism.cached_analyse(c, 0, {"generator": export}, {})
+    cache = json.loads(json.dumps({"0": first}))  # as phantom_realism.json holds it
+    assert phantom_realism.cached_analyse(c, 0, {"generator": export}, cache) == first and runs == [0]
+    assert phantom_realism.cached_analyse(c, 0, {"generator": export, "handcrafted": export}, cache) and runs == [0, 0]
+    (s / "checkpoint_final.pth").write_text("a retrained S")
+    os.utime(s / "checkpoint_final.pth", ns=(1, 1))
+    phantom_realism.cached_analyse(c, 0, {"generator": export}, cache)
+    assert runs == [0, 0, 0]
