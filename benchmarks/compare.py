@@ -256,6 +256,10 @@ class Comparison:
 
         return generator_folder(self.results_root(seed, losses), self.ds, "nnUNetPlans", "3d_fullres", 0)
 
+    def fold(self, seed: int, generator: str | None, trainer: str) -> Path:
+        """nnUNetv2_train's output folder of ``trainer`` (fold 0) in the seed's results root for ``generator``."""
+        return self.results_root(seed, generator) / self.ds / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+
     def env(self, seed: int, generator: str | None) -> dict:
         return {
             **self.base_env,
@@ -320,7 +324,7 @@ class Comparison:
 
     def train(self, seed: int, run: Run) -> Path:
         env = self.env(seed, run.generator)
-        fold = Path(env["nnUNet_results"]) / self.ds / f"{run.trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        fold = self.fold(seed, run.generator, run.trainer)
         if not (fold / "checkpoint_final.pth").is_file():
             if run.generator:
                 self.generator(seed, run.generator)

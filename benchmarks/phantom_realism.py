@@ -94,8 +94,8 @@ def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
 
 def fingerprint(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     """What one seed's analysis reads: its exports (by their synthesis log's mtime) and its S's checkpoint."""
-    s = c.results_root(seed, "both") / c.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres" / "fold_0"
-    files = {m: e / "synthesis_log.json" for m, e in exports.items()} | {"S": s / "checkpoint_final.pth"}
+    s = c.fold(seed, "both", "nnUNetTrainerBaseline") / "checkpoint_final.pth"
+    files = {m: e / "synthesis_log.json" for m, e in exports.items()} | {"S": s}
     return {m: f"{f}@{f.stat().st_mtime_ns}" for m, f in files.items()}
 
 
@@ -294,9 +294,9 @@ def main() -> None:
         exports = {m: export(c, seed, m, a.n_per_case) for m in methods_of(c, seed)}
         per_seed[seed] = cached_analyse(c, seed, exports, cache)
         curves[seed] = generator_curves(c, seed)
-    tmp = cache_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(per_seed, indent=1, default=str) + "\n")
-    tmp.replace(cache_file)
+    from nnunet_freetumor.io import atomic_write_text
+
+    atomic_write_text(cache_file, json.dumps(per_seed, indent=1, default=str) + "\n")
     title = f"## Realism on the phantom ({a.preset})"
     cmd = f"python benchmarks/phantom_realism.py --preset {a.preset} --n_per_case {a.n_per_case}"
     section = title + "\n" + report(per_seed, curves, baseline_dice, cmd, a.n_per_case)

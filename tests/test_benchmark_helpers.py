@@ -102,7 +102,7 @@ def test_a_seeds_realism_is_reused_only_while_its_exports_and_s_are_unchanged(tm
     from compare import Comparison
 
     c = Comparison(tmp_path / "w", dict(PRESETS["quick"]), "cpu")
-    s = c.results_root(0, "both") / c.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres" / "fold_0"
+    s = c.fold(0, "both", "nnUNetTrainerBaseline")
     s.mkdir(parents=True)
     (s / "checkpoint_final.pth").write_text("S")
     export = tmp_path / "export"
