@@ -6,25 +6,34 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_freetumor.entrypoints._common import fail
+from nnunet_freetumor.phantom import LESION_APPEARANCES
 
 DESCRIPTION = "Write the FreeTumor demo dataset: a deterministic CT-like abdominal phantom in nnU-Net v2 raw format."
 
-EPILOG = """\
+_APPEARANCES = "\n".join(
+    textwrap.fill(f"{k}: {v}", width=114, initial_indent="    ", subsequent_indent="      ")
+    for k, v in LESION_APPEARANCES.items()
+)
+
+EPILOG = f"""\
 the dataset:
   CT-like abdomen in Hounsfield units (air, body with fat and muscle, spine, a liver with texture and
   contrast-enhanced vessels, optionally two kidneys, correlated noise), anisotropic spacing, one channel "CT".
   labels: 0 background, 1 liver, 2 liver tumor (with --kidney also 3 kidney, 4 kidney tumor).
-  lesions are darker than the parenchyma, irregular, inside their organ, in four size classes by longest diameter:
-  tiny 5-10 mm, small 10-20 mm, medium 20-40 mm, large 40-60 mm.
+  lesions are irregular, inside their organ, in four size classes by longest diameter: tiny 5-10 mm,
+  small 10-20 mm, medium 20-40 mm, large 40-60 mm. Their appearance (--lesions) is one of:
+{_APPEARANCES}
   training cases (imagesTr/labelsTr): a share --healthy_fraction is healthy (organ labels only: the "unlabeled"
   data FreeTumor paints tumors into); the others carry 1-3 labeled lesions.
   test cases (imagesTs/labelsTs): rich in small lesions (2-4 per case), one in six (at least one) healthy when
   --n_test >= 4, for patient-level specificity.
-  phantom_cases.json lists every lesion (size class, diameter in mm, volume). The same arguments give the same files.
+  phantom_cases.json lists every lesion (size class, diameter in mm, volume, appearance, contrast in HU, pattern).
+  The same arguments give the same files.
 
 next:
   nnUNetv2_plan_and_preprocess -d 901 -c 3d_fullres --verify_dataset_integrity
@@ -58,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 [0]")
     p.add_argument("--kidney", action="store_true", help="add two kidneys (labels 3, 4) and some kidney lesions")
+    p.add_argument(
+        "--lesions",
+        default="hypodense",
+        metavar="{" + ",".join(LESION_APPEARANCES) + "}",
+        help="appearance of the lesions, see below [hypodense]",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -97,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             organs=("liver", "kidney") if a.kidney else ("liver",),
             overwrite=a.overwrite,
             progress=progress,
+            lesions=a.lesions,
         )
     except (ValueError, OSError) as e:  # bad arguments, existing dataset, unwritable folder: one line, no traceback
         fail(str(e))

@@ -8,21 +8,25 @@ normalised to the field of view ([-1, 1] per axis), so it scales with shape and 
 
 One case (noise-free values, then correlated noise of sigma 10-15 HU):
 
-==========================  =============  =============================================================
-tissue                      HU             where
-==========================  =============  =============================================================
-air                         -1000          outside an elliptical body
-subcutaneous fat            ~-100          outer ring of the body
-muscle                      ~+50           abdominal wall ring, paraspinal muscles
-visceral fat / bowel        ~-90 / ~+30    inside the wall, mixed by a smooth random field
-vertebra                    300-700        posterior midline: cancellous ~320, cortical shell ~650, arch
-discs, spinal canal         ~90, ~15       between vertebrae, inside the arch
-aorta, inferior vena cava   ~190, ~140     anterior to the spine (not labelled)
-liver                       100-120        right, irregular (deformed ellipsoid), texture +-10 HU
-hepatic vessels             160-200        curved tubes through the liver (labelled liver)
-kidneys (optional)          ~150 / ~90     two bean shapes: cortex / medulla
-lesions                     organ - 30-70  irregular, own texture, sometimes a darker core or a rim
-==========================  =============  =============================================================
+=============================  ===============  ===================================================================
+tissue                         HU               where
+=============================  ===============  ===================================================================
+air                            -1000            outside an elliptical body
+subcutaneous fat               ~-100            outer ring of the body
+muscle                         ~+50             abdominal wall ring, paraspinal muscles
+visceral fat / bowel           ~-90 / ~+30      inside the wall, mixed by a smooth random field
+vertebra                       300-700          posterior midline: cancellous ~320, cortical shell ~650, arch
+discs, spinal canal            ~90, ~15         between vertebrae, inside the arch
+aorta, inferior vena cava      ~190, ~140       anterior to the spine (not labelled)
+liver                          100-120          right, irregular (deformed ellipsoid), texture +-10 HU
+hepatic vessels                160-200          curved tubes through the liver (labelled liver)
+kidneys (optional)             ~150 / ~90       two bean shapes: cortex / medulla
+lesions (``lesions=``)         by appearance:   irregular, inside their organ, own texture (sd 4-9 HU)
+- "hypodense" (default)        organ - 30-70    >= 15 mm: sometimes a core 15-30 HU darker, or a brighter rim
+- "hyperdense"                 organ + 30-70    arterial phase; >= 15 mm: sometimes a centre 20-40 % less bright
+- "heterogeneous"              rim organ-20-40  necrotic core (deeper than half the max depth) 30-60 darker than the
+                               core rim-30-60   rim; lesions < 10 mm or < 2 voxels deep: homogeneous, the rim only
+=============================  ===============  ===================================================================
 
 Labels (uint8): 0 background, 1 liver, 2 liver tumor; with kidneys 3 kidney, 4 kidney tumor. Tumor voxels replace
 organ voxels; lesions lie fully inside their organ and never touch each other (each one is its own 26-connected
@@ -77,6 +81,15 @@ TISSUES: dict[str, int] = {
 MIN_SHAPE = 16  # voxels per axis
 LESION_GAP_MM = 3.0  # minimum distance between two lesions (at least one voxel diagonal, see _lesion_gap_mm)
 KIDNEY_LESION_FRACTION = 0.3  # share of lesions that go into a kidney when kidneys are present
+# appearance of the lesions (``lesions=`` of make_case / make_demo_dataset, --lesions of the console script)
+LESION_APPEARANCES: dict[str, str] = {
+    "hypodense": "darker than the parenchyma by 30-70 HU; lesions >= 15 mm sometimes with a darker core or a "
+    "brighter rim (the default)",
+    "hyperdense": "brighter than the parenchyma by 30-70 HU, as hypervascular lesions in an arterial phase; lesions "
+    ">= 15 mm sometimes with a less bright (still hyperdense) centre",
+    "heterogeneous": "a rim 20-40 HU darker than the parenchyma around a necrotic core 30-60 HU darker still; "
+    "lesions < 10 mm (or too thin for a core) are the rim alone",
+}
 NOISE_SMOOTHING_VOXELS = 0.6
 _ATTEMPTS_PER_CLASS = 40
 _MIN_KEPT_FRACTION = 0.8  # a lesion clipped to its organ keeps at least this share of its ellipsoid
@@ -124,6 +137,12 @@ def _check_organs(organs: Sequence[str]) -> tuple[str, ...]:
     if "liver" not in organs or len(set(organs)) != len(organs):
         raise ValueError(f"organs must contain 'liver' once (and optionally 'kidney'), got {list(organs)}")
     return organs
+
+
+def _check_appearance(lesions: str) -> str:
+    if not isinstance(lesions, str) or lesions not in LESION_APPEARANCES:
+        raise ValueError(f"unknown lesion appearance {lesions!r}: known appearances are {list(LESION_APPEARANCES)}")
+    return lesions
 
 
 def _check_classes(lesion_classes: Sequence[str]) -> list[str]:
@@ -351,30 +370,63 @@ def _paint_lesion(
     diameter_mm: float,
     spacing: np.ndarray,
     rng: np.random.Generator,
+    appearance: str = "hypodense",
 ) -> dict[str, Any]:
-    """Write one lesion into ``hu`` and ``labels`` (in place, within a box around it); return its appearance."""
+    """Write one lesion into ``hu`` and ``labels`` (in place, within a box around it); return its appearance.
+
+    ``appearance`` is one of :data:`LESION_APPEARANCES`; "hypodense" draws exactly as this function always did.
+    The returned ``contrast_hu`` is a magnitude in HU: how much darker (hypodense, heterogeneous) or brighter
+    (hyperdense) than ``base_hu`` the lesion is painted, before its texture, the noise and the partial volume at its
+    border; for hypodense and hyperdense it is the offset before the >= 15 mm pattern, for heterogeneous the mean
+    over the lesion's voxels of the rim and core offsets (``rim_contrast_hu``, ``core_contrast_hu``; the latter
+    None without a core)."""
     pbox = _grow(box, (2, 2, 2), hu.shape)
     m = np.zeros(tuple(s.stop - s.start for s in pbox), dtype=bool)
     m[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox))] = mask
-    contrast = float(rng.uniform(30.0, 70.0))
     tex_sigma = np.maximum(1.5 / spacing, 0.5)
-    lesion_hu = base_hu - contrast + float(rng.uniform(4.0, 9.0)) * _smooth_noise(m.shape, tex_sigma, rng)
-    pattern = "homogeneous"
-    if diameter_mm >= 15.0:
-        pattern = str(rng.choice(["homogeneous", "darker_core", "rim"], p=[0.4, 0.35, 0.25]))
+    extra: dict[str, Any] = {}
+    if appearance == "heterogeneous":  # a necrotic core inside a rim of viable tissue, both darker than the organ
+        rim = float(rng.uniform(20.0, 40.0))
+        core_drop = float(rng.uniform(30.0, 60.0))
+        lesion_hu = base_hu - rim + float(rng.uniform(4.0, 9.0)) * _smooth_noise(m.shape, tex_sigma, rng)
         depth = ndimage.distance_transform_edt(m, sampling=spacing)
-        rel = depth / max(float(depth.max()), 1e-6)
-        if pattern == "darker_core":  # necrotic / cystic centre
-            lesion_hu = lesion_hu - float(rng.uniform(15.0, 30.0)) * (rel > 0.5)
-        elif pattern == "rim":  # a brighter, still hypodense, peripheral rim
-            lesion_hu = lesion_hu + 0.35 * contrast * (m & (rel < 0.3))
+        max_depth = float(depth.max())
+        core = m & (depth > 0.5 * max_depth)
+        # a core needs a rim around it: at least two voxel layers along the finest axis, and a lesion of 10 mm or more
+        if diameter_mm >= 10.0 and max_depth >= 2.0 * float(spacing.min()) and core.sum() < m.sum():
+            pattern = "core_rim"
+            lesion_hu = lesion_hu - core_drop * core
+            contrast = rim + core_drop * float(core.sum()) / float(m.sum())
+            extra = {"rim_contrast_hu": round(rim, 1), "core_contrast_hu": round(rim + core_drop, 1)}
+        else:
+            pattern, contrast = "homogeneous", rim
+            extra = {"rim_contrast_hu": round(rim, 1), "core_contrast_hu": None}
+    else:
+        contrast = float(rng.uniform(30.0, 70.0))
+        sign = 1.0 if appearance == "hyperdense" else -1.0
+        lesion_hu = base_hu + sign * contrast + float(rng.uniform(4.0, 9.0)) * _smooth_noise(m.shape, tex_sigma, rng)
+        pattern = "homogeneous"
+        if diameter_mm >= 15.0 and appearance == "hyperdense":
+            pattern = str(rng.choice(["homogeneous", "dimmer_centre"], p=[0.6, 0.4]))
+            if pattern == "dimmer_centre":  # less enhancing centre, still brighter than the organ
+                depth = ndimage.distance_transform_edt(m, sampling=spacing)
+                rel = depth / max(float(depth.max()), 1e-6)
+                lesion_hu = lesion_hu - float(rng.uniform(0.2, 0.4)) * contrast * (rel > 0.5)
+        elif diameter_mm >= 15.0:
+            pattern = str(rng.choice(["homogeneous", "darker_core", "rim"], p=[0.4, 0.35, 0.25]))
+            depth = ndimage.distance_transform_edt(m, sampling=spacing)
+            rel = depth / max(float(depth.max()), 1e-6)
+            if pattern == "darker_core":  # necrotic / cystic centre
+                lesion_hu = lesion_hu - float(rng.uniform(15.0, 30.0)) * (rel > 0.5)
+            elif pattern == "rim":  # a brighter, still hypodense, peripheral rim
+                lesion_hu = lesion_hu + 0.35 * contrast * (m & (rel < 0.3))
     # partial volume at the border, only over this organ (never over another lesion or another tissue)
     soft = ndimage.gaussian_filter(m.astype(np.float32), 0.6)
     soft[m] = np.maximum(soft[m], 0.85)
     soft *= (labels[pbox] == organ_label) | m
     hu[pbox] = hu[pbox] * (1.0 - soft) + lesion_hu * soft
     labels[pbox][m] = tumor_label
-    return {"contrast_hu": round(contrast, 1), "pattern": pattern}
+    return {"appearance": appearance, "contrast_hu": round(contrast, 1), "pattern": pattern, **extra}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,13 +440,16 @@ def make_case(
     lesion_classes: Sequence[str] = (),
     organs: Sequence[str] = ("liver",),
     kidney_lesion_fraction: float = KIDNEY_LESION_FRACTION,
+    lesions: str = "hypodense",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One phantom case.
 
     shape: (z, y, x) voxels (each >= 16); spacing: (z, y, x) mm; rng: a numpy Generator (or an int seed; None means
     seed 0); lesion_classes: size class names of :data:`SIZE_CLASSES`, one per lesion (empty: a healthy case);
     organs: ("liver",) or ("liver", "kidney"). With kidneys, each lesion goes into a kidney with probability
-    ``kidney_lesion_fraction`` (kidney tumors only exist when kidneys are enabled).
+    ``kidney_lesion_fraction`` (kidney tumors only exist when kidneys are enabled). lesions: the lesions' appearance,
+    one of :data:`LESION_APPEARANCES` ("hypodense", the default, "hyperdense" or "heterogeneous"; see the module
+    docstring); the anatomy and the first lesion's place do not depend on it.
 
     A lesion that does not fit its organ is retried elsewhere, then with the next smaller classes (its entry says
     ``requested_class`` and the ``size_class`` it got), and is skipped (listed in ``skipped_lesions``) only if even
@@ -403,11 +458,18 @@ def make_case(
     Returns (image, labels, info): image int16 (z, y, x) in HU; labels uint8 (z, y, x) (0 background, 1 liver,
     2 liver tumor, 3 kidney, 4 kidney tumor); info a JSON-serialisable dict with ``lesions`` (per lesion: organ,
     size_class, requested_class, label, centre_voxel [z, y, x], bbox [[start, stop] per axis], longest_diameter_mm,
-    volume_ml, n_voxels, contrast_hu, pattern), ``skipped_lesions``, ``parenchyma_hu`` and ``noise_sigma_hu``.
+    volume_ml, n_voxels, appearance, contrast_hu, pattern, and for heterogeneous lesions rim_contrast_hu and
+    core_contrast_hu), ``skipped_lesions``, ``parenchyma_hu`` and ``noise_sigma_hu``. ``contrast_hu`` and the rim/core
+    contrasts are magnitudes in HU: how much darker (hypodense, heterogeneous) or brighter (hyperdense) than the
+    parenchyma a lesion is painted, before texture, noise and partial volume; ``pattern`` is "homogeneous",
+    "darker_core" or "rim" (hypodense, >= 15 mm), "dimmer_centre" (hyperdense, >= 15 mm) or "core_rim"
+    (heterogeneous). For hypodense and hyperdense ``contrast_hu`` is the offset before the pattern, for heterogeneous
+    the mean offset over the lesion's voxels (rim and core).
     """
     shape, sp = _check_shape_spacing(shape, spacing)
     organs = _check_organs(organs)
     classes = _check_classes(lesion_classes)
+    appearance = _check_appearance(lesions)
     if not 0.0 <= kidney_lesion_fraction <= 1.0:
         raise ValueError(f"kidney_lesion_fraction must be in [0, 1], got {kidney_lesion_fraction}")
     if rng is None or isinstance(rng, int | np.integer):
@@ -417,7 +479,7 @@ def make_case(
     taken = np.zeros(shape, dtype=bool)
     gap = _lesion_gap_mm(sp)
     gap_vox = np.ceil(gap / sp).astype(int) + 1
-    lesions: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for requested in classes:
         organ = "kidney" if "kidney" in organs and rng.uniform() < kidney_lesion_fraction else "liver"
@@ -428,7 +490,7 @@ def make_case(
             continue
         cls, box, mask, diameter = placed
         look = _paint_lesion(
-            hu, labels, box, mask, organ_label, tumor_label, anatomy.parenchyma_hu[organ], diameter, sp, rng
+            hu, labels, box, mask, organ_label, tumor_label, anatomy.parenchyma_hu[organ], diameter, sp, rng, appearance
         )
         # keep later lesions away from this one (within a box around it)
         gbox = _grow(box, gap_vox, shape)
@@ -437,7 +499,7 @@ def make_case(
         m[inner] = mask
         taken[gbox] |= ndimage.distance_transform_edt(~m, sampling=sp) <= gap
         idx = np.argwhere(mask) + [s.start for s in box]
-        lesions.append(
+        entries.append(
             {
                 "organ": organ,
                 "size_class": cls,
@@ -456,7 +518,7 @@ def make_case(
     hu += noise * (sigma / (float(noise.std()) + 1e-6))
     image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     info = {
-        "lesions": lesions,
+        "lesions": entries,
         "skipped_lesions": skipped,
         "parenchyma_hu": {k: round(v, 1) for k, v in anatomy.parenchyma_hu.items()},
         "noise_sigma_hu": round(sigma, 2),
@@ -538,6 +600,7 @@ def make_demo_dataset(
     organs: Sequence[str] = ("liver",),
     overwrite: bool = False,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    lesions: str = "hypodense",
 ) -> Path:
     """Write the phantom as nnU-Net raw dataset ``raw_root/Dataset{id:03d}_{name}`` and return that folder.
 
@@ -546,7 +609,8 @@ def make_demo_dataset(
     0 "CT"; labels background 0, liver 1, liver tumor 2, with kidneys also kidney 3, kidney tumor 4) and
     phantom_cases.json (case id -> split, healthy, requested classes and the lesion list of :func:`make_case`).
     shape (z, y, x) voxels, spacing (z, y, x) mm; see :func:`plan_dataset` for the split. The same arguments give
-    identical files.
+    identical files. lesions: the lesions' appearance, one of :data:`LESION_APPEARANCES` (see :func:`make_case`);
+    it is stored in dataset.json's ``phantom`` block and in each lesion's entry of phantom_cases.json.
 
     The dataset is built in a hidden temporary sibling folder and moved into place at the end; on any error the
     temporary folder is removed. An existing target is refused (FreeTumorConfigError) unless ``overwrite``, in which
@@ -557,6 +621,7 @@ def make_demo_dataset(
 
     shape, sp = _check_shape_spacing(shape, spacing)
     organs = _check_organs(organs)
+    appearance = _check_appearance(lesions)
     if isinstance(dataset_id, bool) or not isinstance(dataset_id, int | np.integer) or not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -581,7 +646,7 @@ def make_demo_dataset(
             (tmp / sub).mkdir()
         for case in progress(plan) if progress is not None else plan:
             rng = case_rng(int(seed), case["split"], case["index"])
-            image, labels, info = make_case(shape, sp, rng, case["lesion_classes"], organs)
+            image, labels, info = make_case(shape, sp, rng, case["lesion_classes"], organs, lesions=appearance)
             if not case["healthy"] and not info["lesions"]:
                 raise ValueError(
                     f"no lesion fits the organs of case {case['case_id']}: the field of view "
@@ -618,6 +683,7 @@ def make_demo_dataset(
                 "n_test": int(n_test),
                 "healthy_fraction": float(healthy_fraction),
                 "organs": list(organs),
+                "lesions": appearance,
                 "size_classes_mm": {k: list(v) for k, v in SIZE_CLASSES.items()},
             },
         )

@@ -17,6 +17,7 @@ from nnunet_freetumor import phantom
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.entrypoints import make_demo_dataset as cli
 from nnunet_freetumor.phantom import (
+    LESION_APPEARANCES,
     SIZE_CLASSES,
     TISSUES,
     make_anatomy,
@@ -53,6 +54,26 @@ def tree_digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
     }
+
+
+def written_lesions(folder: Path, spacing, ring_mm: float = 5.0):
+    """(lesion entry, image, lesion mask, organ ring) of every liver lesion of a written dataset, read from its NIfTI
+    files: the ring is the liver within ``ring_mm`` (mm) outside the lesion."""
+    cases = json.loads((folder / "phantom_cases.json").read_text())
+    for case_id, case in cases.items():
+        tag = "Tr" if case["split"] == "train" else "Ts"
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"images{tag}" / f"{case_id}_0000.nii.gz")))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"labels{tag}" / f"{case_id}.nii.gz")))
+        for entry, lesion in lesion_components(labels, case):
+            distance = ndimage.distance_transform_edt(~lesion, sampling=spacing)
+            yield entry, image.astype(np.float64), lesion, (distance <= ring_mm) & (labels == 1)
+
+
+def core_minus_rim_hu(image: np.ndarray, lesion: np.ndarray, spacing) -> float:
+    """Mean HU of the lesion's deepest voxels (inner depth > half its maximum) minus that of the others."""
+    depth = ndimage.distance_transform_edt(lesion, sampling=spacing)
+    core = lesion & (depth > 0.5 * depth.max())
+    return float(image[core].mean() - image[lesion & ~core].mean()) if (lesion & ~core).any() else float("nan")
 
 
 # --- single cases ----------------------------------------------------------------------------------------------------
@@ -286,6 +307,7 @@ def test_existing_dataset_is_refused_without_overwrite_and_no_partial_folder_is_
         ({"organs": ("kidney",)}, "must contain 'liver'"),
         ({"seed": -1}, "seed must be an integer >= 0"),
         ({"name": "bad name"}, "dataset name"),
+        ({"lesions": "isodense"}, r"unknown lesion appearance 'isodense': known appearances are \['hypodense', "),
     ],
 )
 def test_bad_arguments_give_clear_errors(tmp_path, kwargs, msg):
@@ -300,6 +322,115 @@ def test_bad_case_arguments_give_clear_errors():
         make_case(SMALL, ANISO, 0, ["small", "huge"])
     with pytest.raises(ValueError, match="unknown organ"):
         make_case(SMALL, ANISO, 0, [], organs=("liver", "spleen"))
+    with pytest.raises(ValueError, match=r"unknown lesion appearance 'Hypodense': known appearances are \['hypo"):
+        make_case(SMALL, ANISO, 0, ["small"], lesions="Hypodense")
+
+
+# --- lesion appearances ----------------------------------------------------------------------------------------------
+
+APPEARANCE_DATASET = dict(n_train=6, n_test=3, shape=(24, 48, 48), seed=1)
+
+
+@pytest.mark.parametrize(
+    "appearance, sign, spacing",
+    [
+        ("hypodense", -1, (4.0, 2.5, 2.5)),
+        ("hyperdense", 1, (4.0, 2.5, 2.5)),
+        ("heterogeneous", -1, (4.0, 2.5, 2.5)),
+        ("hyperdense", 1, ANISO),
+        ("heterogeneous", -1, ANISO),
+    ],
+)
+def test_each_lesion_appearance_is_what_it_claims_on_the_written_nifti(tmp_path, appearance, sign, spacing):
+    """Per lesion: mean HU inside minus mean HU of the liver within 5 mm around it, measured on the files."""
+    folder = make_demo_dataset(tmp_path, 905, "T", spacing=spacing, lesions=appearance, **APPEARANCE_DATASET)
+    assert json.loads((folder / "dataset.json").read_text())["phantom"]["lesions"] == appearance
+    contrasts, painted = [], []
+    for entry, image, lesion, ring in written_lesions(folder, spacing):
+        assert entry["appearance"] == appearance and ring.sum() >= 20
+        contrast = image[lesion].mean() - image[ring].mean()
+        assert sign * contrast > 0, entry  # every lesion is on its side of the parenchyma
+        assert abs(contrast) < 90, entry
+        if lesion.sum() >= 30:  # enough voxels for the noise (sd 10-15 HU) to average out
+            assert abs(contrast) > 10, entry
+        contrasts.append(contrast)
+        painted.append(entry["contrast_hu"])
+    assert len(contrasts) >= 10
+    assert 15 < sign * np.mean(contrasts) < 90
+    # contrast_hu is what was painted: partial volume and the ring's vessels take a part of it, never add to it
+    assert 0.5 < np.mean(np.abs(contrasts)) / np.mean(painted) < 1.1
+
+
+def test_lesion_appearances_draw_their_documented_contrasts_and_patterns():
+    seen = {a: set() for a in LESION_APPEARANCES}
+    runs = [(spacing, a) for spacing in [(4.0, 2.5, 2.5)] for a in LESION_APPEARANCES]
+    runs.append(((2.5, 1.25, 1.25), "heterogeneous"))  # fine voxels: tiny lesions are deep enough, yet have no core
+    for seed in range(3):
+        for spacing, appearance in runs:
+            _, _, info = make_case(
+                (24, 64, 64), spacing, seed, ["large", "medium", "small", "tiny"], lesions=appearance
+            )
+            for e in info["lesions"]:
+                assert e["appearance"] == appearance
+                seen[appearance].add(e["pattern"])
+                if appearance == "heterogeneous":
+                    rim, core = e["rim_contrast_hu"], e["core_contrast_hu"]
+                    assert 20 <= rim <= 40
+                    if e["longest_diameter_mm"] < 10:
+                        assert e["pattern"] == "homogeneous"
+                    if e["pattern"] == "homogeneous":
+                        assert core is None and e["contrast_hu"] == rim
+                    else:
+                        assert e["pattern"] == "core_rim" and 30 <= core - rim <= 60
+                        assert rim < e["contrast_hu"] < core  # the mean over rim and core voxels
+                else:
+                    assert 30 <= e["contrast_hu"] <= 70 and "rim_contrast_hu" not in e
+                    if e["longest_diameter_mm"] < 15:
+                        assert e["pattern"] == "homogeneous"
+    assert seen == {
+        "hypodense": {"homogeneous", "darker_core", "rim"},
+        "hyperdense": {"homogeneous", "dimmer_centre"},
+        "heterogeneous": {"homogeneous", "core_rim"},
+    }
+
+
+def test_heterogeneous_lesions_have_a_core_darker_than_their_rim_on_the_written_nifti(tmp_path):
+    kw = dict(spacing=ANISO, **APPEARANCE_DATASET)
+    hetero = make_demo_dataset(tmp_path / "h", 905, "T", lesions="heterogeneous", **kw)
+    hypo = make_demo_dataset(tmp_path / "d", 905, "T", lesions="hypodense", **kw)
+    with_core = [
+        core_minus_rim_hu(image, lesion, ANISO)
+        for entry, image, lesion, _ in written_lesions(hetero, ANISO)
+        if entry["pattern"] == "core_rim"
+    ]
+    assert len(with_core) >= 5
+    assert max(with_core) < -15  # every core is clearly darker than its rim
+    # homogeneous hypodense lesions (no pattern): the same measure is small in comparison
+    plain = [
+        core_minus_rim_hu(image, lesion, ANISO)
+        for entry, image, lesion, _ in written_lesions(hypo, ANISO)
+        if entry["pattern"] == "homogeneous" and entry["longest_diameter_mm"] >= 10
+    ]
+    assert len(plain) >= 5
+    assert abs(np.mean(plain)) < 8 and np.mean(with_core) < np.mean(plain) - 25
+
+
+def test_the_default_appearance_is_hypodense_byte_for_byte_and_unchanged(tmp_path):
+    kw = dict(n_train=3, n_test=1, shape=SMALL, spacing=ANISO, seed=2)
+    default = tree_digest(make_demo_dataset(tmp_path / "a", 905, "T", **kw))
+    assert default == tree_digest(make_demo_dataset(tmp_path / "b", 905, "T", lesions="hypodense", **kw))
+    assert default != tree_digest(make_demo_dataset(tmp_path / "c", 905, "T", lesions="hyperdense", **kw))
+    # the hypodense phantom as it was before appearances existed (same draws in the same order)
+    image, labels, info = make_case((24, 48, 48), (4.0, 2.5, 2.5), 0, ["medium", "medium", "small", "small", "tiny"])
+    assert [(e["size_class"], e["pattern"], e["contrast_hu"], e["n_voxels"]) for e in info["lesions"]] == [
+        ("medium", "rim", 61.4, 366),
+        ("medium", "homogeneous", 57.4, 217),
+        ("small", "darker_core", 62.6, 70),
+        ("small", "homogeneous", 46.2, 34),
+        ("tiny", "homogeneous", 50.9, 5),
+    ]
+    assert int(image.astype(np.int64).sum()) == -29061939
+    assert {e["appearance"] for e in info["lesions"]} == {"hypodense"}
 
 
 # --- the console script ----------------------------------------------------------------------------------------------
@@ -342,6 +473,12 @@ def test_cli_bad_input_gives_one_error_line_and_exit_code_2(tmp_path):
         (["-d", "1000"], {"nnUNet_raw": "{tmp}"}, "1..999"),
         (["--n_train", "1"], {"nnUNet_raw": "{tmp}"}, "n_train must be an integer >= 2"),
         (["-o", "{tmp}/file.txt"], {}, "is not a folder"),
+        (
+            ["--lesions", "bright"],
+            {"nnUNet_raw": "{tmp}"},
+            "error: unknown lesion appearance 'bright': known appearances are "
+            "['hypodense', 'hyperdense', 'heterogeneous']",
+        ),
     ],
 )
 def test_cli_errors_in_process(tmp_path, monkeypatch, capsys, argv, env, msg):
@@ -354,6 +491,19 @@ def test_cli_errors_in_process(tmp_path, monkeypatch, capsys, argv, env, msg):
     err = capsys.readouterr().err
     assert e.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_cli_lesions_flag_sets_the_appearance(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    argv = ["-d", "911", "--shape", "24", "48", "48", "--n_train", "2", "--n_test", "2", "--no_progress"]
+    assert cli.main([*argv, "--lesions", "heterogeneous"]) == 0
+    folder = tmp_path / "Dataset911_FreeTumorDemo"
+    assert json.loads((folder / "dataset.json").read_text())["phantom"]["lesions"] == "heterogeneous"
+    lesions = [e for c in json.loads((folder / "phantom_cases.json").read_text()).values() for e in c["lesions"]]
+    assert lesions and {e["appearance"] for e in lesions} == {"heterogeneous"}
+    assert cli.main([*argv, "-d", "912"]) == 0  # the default
+    folder = tmp_path / "Dataset912_FreeTumorDemo"
+    assert json.loads((folder / "dataset.json").read_text())["phantom"]["lesions"] == "hypodense"
 
 
 def test_cli_refuses_an_existing_dataset_until_overwrite(tmp_path, monkeypatch, capsys):
@@ -380,6 +530,8 @@ def test_cli_help_explains_the_dataset_and_the_next_command():
         "--overwrite",
         "RAW_ROOT",
         "nnUNet_raw",
+        "--lesions {hypodense,hyperdense,heterogeneous}",
+        *[f"{name}: {text}" for name, text in LESION_APPEARANCES.items()],
     ):
         assert needle in text, needle
 
