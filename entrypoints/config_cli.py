@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from nnunet_freetumor.config import (
@@ -12,6 +13,7 @@ from nnunet_freetumor.config import (
     CONFIG_ENV,
     CONFIG_FILENAME,
     OrganTumorPair,
+    SizeClass,
     WindowConfig,
 )
 from nnunet_freetumor.entrypoints._common import fail, require_env, run_cli
@@ -26,6 +28,7 @@ Examples:
   freetumor_config -d 3                                   # show what would be used
   freetumor_config -d 3 --pair 1:2 --write                # liver 1 -> tumor 2, saved for every later run
   freetumor_config -d 10 --chest --write                  # chest CT window, lesions brighter than lung
+  freetumor_config -d 3 --size_class small:3-8 --size_class large:10-25:0.5 --write   # mask radii in mm
   freetumor_config -d 3 --gate_trainer nnUNetTrainerBaseline --write
   freetumor_config -d 4 --gate_dataset 3 --write          # dataset 4 = 3 + unlabeled scans: S is 3's baseline
 """
@@ -53,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"chest preset: window {CHEST_WINDOW.hu_min:g}..{CHEST_WINDOW.hu_max:g} HU, lesions brighter (+1)",
     )
+    p.add_argument(
+        "--size_class",
+        action="append",
+        metavar="NAME:RMIN-RMAX[:WEIGHT]",
+        help="a synthetic tumor size class, ellipsoid semi-axes in mm (repeat for several; replaces the classes; "
+        "weight 1 by default). Size the masks like your lesions, e.g. --size_class small:5-10 --size_class large:20-30",
+    )
     p.add_argument("--p_synthesis", type=float, help="probability that a healthy-organ crop gets a tumor")
     p.add_argument("--gate_threshold", type=float, help="quality gate threshold T")
     p.add_argument("--gate_trainer", help="trainer name of the frozen baseline used as gate [nnUNetTrainer]")
@@ -65,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help=f"save to $nnUNet_preprocessed/<dataset>/{CONFIG_FILENAME}")
     p.add_argument("-o", "--output", help="save to this file instead (use it through " + CONFIG_ENV + ")")
     return p
+
+
+def parse_size_class(text: str) -> SizeClass:
+    """``NAME:RMIN-RMAX[:WEIGHT]`` (mm) -> SizeClass; one clear error for anything else."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError
+        lo, hi = (float(v) for v in parts[1].split("-"))
+        weight = float(parts[2]) if len(parts) == 3 else 1.0
+    except ValueError:
+        fail(f"--size_class expects NAME:RMIN-RMAX[:WEIGHT] (radii in mm), got {text!r}")
+    return SizeClass(parts[0], (lo, hi), weight)
 
 
 def main() -> int:
@@ -99,6 +122,8 @@ def main() -> int:
             window = WindowConfig(window.hu_min, window.hu_max, args.polarity)
         if window != cfg.window:
             changes["window"] = window
+        if args.size_class:
+            changes["mask"] = replace(cfg.mask, size_classes=tuple(parse_size_class(v) for v in args.size_class))
         for field in ("p_synthesis", "gate_threshold", "gate_trainer"):
             if getattr(args, field) is not None:
                 changes[field] = getattr(args, field)
