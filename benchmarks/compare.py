@@ -288,6 +288,7 @@ class Comparison:
                     *p["shape"],
                     "--seed",
                     0,
+                    *(["--lesions", p["lesions"]] if p.get("lesions") else []),
                     "--overwrite",
                     "-o",
                     self.raw,
@@ -316,6 +317,7 @@ class Comparison:
                 self.log,
             )
         gate = [] if self.gate_dataset is None else ["--gate_dataset", self.gate_dataset]
+        gate += [a for c in self.p.get("size_classes", ()) for a in ("--size_class", c)]
         sh(
             ["freetumor_config", "-d", self.dataset_id, "--gate_trainer", "nnUNetTrainerBaseline", *gate, "--write"],
             self.base_env,
@@ -345,8 +347,7 @@ class Comparison:
             self.dataset_id,
             "-f",
             0,
-            "--epochs",
-            p["gen_epochs"],
+            *(["--steps", p["gen_steps"]] if p["gen_steps"] else ["--epochs", p["gen_epochs"]]),
             "--batch_size",
             2,
             "--gen_features",
@@ -362,8 +363,6 @@ class Comparison:
             "--num_workers",
             1,
         ]
-        if p["gen_steps"]:
-            cmd += ["--max_steps_per_epoch", p["gen_steps"]]
         sh(cmd, self.env(seed, losses), self.log)
 
     def evaluate(self, seed: int, run: Run, model: Path) -> dict:

@@ -113,8 +113,8 @@ def generator_curves(c: Comparison, seed: int) -> dict[str, list[dict]]:
     out = {}
     for losses in LOSSES:
         path = c.generator_folder(seed, losses) / "progress.json"
-        if path.is_file():
-            out[losses] = json.loads(path.read_text())
+        if path.is_file():  # training entries only (a generator's step-0 entry has the monitor alone)
+            out[losses] = [h for h in json.loads(path.read_text()) if "loss_seg" in h]
     return out
 
 

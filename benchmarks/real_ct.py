@@ -47,6 +47,11 @@ import numpy as np
 from compare import claim_workdir, sh, write_section  # benchmarks/compare.py (this script's folder is on sys.path)
 from scipy import ndimage
 
+from nnunet_freetumor.realism import (  # RING_MM: "surrounding lung": lung voxels within this distance of the lesion
+    RING_MM,
+    ring_mask,
+)
+
 DATASET_ID = 904
 NAME = "RealChestCT"
 DATASET = f"Dataset{DATASET_ID}_{NAME}"
@@ -125,7 +130,6 @@ CHEST_SIZE_CLASSES = (
 # texture settings), so offsets of 1700-2200 HU give a mean lesion offset of ~700-900 HU. Chosen from these textbook
 # values, not fitted to the two lesions.
 CHEST_HANDCRAFTED_HU = (1700.0, 2200.0)
-RING_MM = 5.0  # "surrounding lung": lung voxels within this distance of the lesion
 N_REFERENCE_SPLITS = 50
 
 
@@ -502,8 +506,7 @@ class RealCT:
                 PLANS,
                 "-f",
                 FOLD,
-                "--epochs",
-                p["gen_epochs"],
+                *(["--steps", p["gen_steps"]] if p["gen_steps"] else ["--epochs", p["gen_epochs"]]),
                 "--batch_size",
                 p["gen_batch"],
                 "--lambda_cls",
@@ -523,8 +526,6 @@ class RealCT:
                 "--num_workers",
                 0,
             ]
-            if p["gen_steps"]:
-                cmd += ["--max_steps_per_epoch", p["gen_steps"]]
             if (out / "checkpoint_latest.safetensors").is_file():
                 cmd.append("--c")
             sh(cmd, self.env, self.log)
@@ -587,8 +588,7 @@ def lesion_measures(hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spaci
     box = tuple(slice(max(lo - p, 0), hi + p + 1) for lo, hi, p in zip(idx.min(0), idx.max(0), pad))
     h, m, lu = hu[box].astype(np.float32), lesion[box], organ[box] & ~lesion[box]
     vals = h[m]
-    dist = ndimage.distance_transform_edt(~m, sampling=sp)
-    ring = lu & (dist > 0) & (dist <= RING_MM)
+    ring = ring_mask(m, lu, sp, RING_MM)
     # in-plane gradient magnitude (HU/mm; the 5 mm slice axis is left out) on both sides of the in-plane contour
     gy, gx = np.gradient(h, sp[1], sp[2], axis=(1, 2))
     grad = np.hypot(gy, gx)
@@ -623,7 +623,8 @@ def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_f
     margin, as the quality gate sees a synthetic tumor (offline.gate_p; the data are already at the plan's spacing)."""
     import torch
 
-    from nnunet_freetumor.offline import gate_p, synthesis_box
+    from nnunet_freetumor.crops import synthesis_box
+    from nnunet_freetumor.offline import gate_p
 
     tf = list(transpose_forward)
     hu_t, m_t = hu.transpose(tf), lesion.transpose(tf)

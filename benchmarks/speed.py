@@ -8,7 +8,8 @@ irrelevant for timing) and prints:
    FreeTumor step split into generator / gate / rest (the split is timed with device synchronisation);
 2. DA worker: time per sample of the training transforms with the synthesis transform / without it;
 3. gate on the tumor-centred crop vs the whole patch: cost ratio and how often the two accept/reject alike;
-4. generator training: samples/s with and without AMP (AMP only on CUDA).
+4. generator training: samples/s before (a fixed crop, large networks) and with the current defaults, with and
+   without AMP (AMP only on CUDA), and where a step's time goes.
 """
 
 from __future__ import annotations
@@ -101,10 +102,10 @@ def setup(work: Path, quick: bool, device: str) -> dict:
         cmd = [
             "freetumor_train_generator",
             DATASET_ID,
-            "--epochs",
+            "--steps",
             1,
-            "--max_steps_per_epoch",
-            1,
+            "--monitor_n",
+            4,
             "--batch_size",
             2,
             "--gen_features",
@@ -273,27 +274,83 @@ def bench_gate(device: torch.device, n: int) -> dict:
     }
 
 
+# What freetumor_train_generator did before the tumor-centred boxes (its defaults then; this script ran batch 2):
+# a fixed crop of the patch (at most 96 per axis), G 32-320 and C 16-128, the paper's L_seg, a random initialisation,
+# G seeing the image only.
+BEFORE = dict(
+    crop="patch",
+    gen_features=(32, 64, 128, 256, 320),
+    disc_features=(16, 32, 64, 128),
+    seg_loss="paper",
+    init="random",
+    mask_input=False,
+    batch_size=2,
+    lr=1e-4,
+)
+
+
+class Timed:
+    """Calls of a callable (and attribute access) passed through, their synchronised wall time added to ``total``."""
+
+    def __init__(self, fn, device: torch.device, total: dict, key: str):
+        self._fn, self._device, self._total, self._key = fn, device, total, key
+
+    def __call__(self, *a, **kw):
+        sync(self._device)
+        t = time.perf_counter()
+        out = self._fn(*a, **kw)
+        sync(self._device)
+        self._total[self._key] = self._total.get(self._key, 0.0) + time.perf_counter() - t
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
+
+
 def bench_generator(device: torch.device, steps: int) -> dict:
+    """Generator training samples/s, before (``BEFORE``) vs the current defaults, on the same dataset and plan, with
+    where a step's time goes: data (drawing the samples, cutting the boxes), forward passes of G, S and C, and the
+    rest (the backward passes through G, S and C, and the optimizers)."""
     from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
 
     out = {}
-    for amp in [False, True] if device.type == "cuda" else [False]:
-        args = GeneratorTrainingArgs(
-            dataset=str(DATASET_ID), epochs=1, batch_size=2, device=device.type, num_workers=0, amp=amp
-        )
-        g = GeneratorTrainer(args, os.environ["nnUNet_results"], os.environ["nnUNet_preprocessed"])
-        batches = [b for _, b in zip(range(steps + 1), g.loader())]
-        g.step(batches[0])
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        t = time.perf_counter()
-        for b in batches[1:]:
-            g.step(b)
-        sync(device)
-        dt = time.perf_counter() - t
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-        out["amp" if amp else "fp32"] = {"samples_per_s": len(batches[1:]) * args.batch_size / dt, "peak_gib": peak}
+    for name, kw, n in (("before", BEFORE, steps), ("defaults", {}, 4 * steps)):
+        for amp in [False, True] if device.type == "cuda" else [False]:
+            args = GeneratorTrainingArgs(
+                dataset=str(DATASET_ID), steps=n + 1, device=device.type, num_workers=0, amp=amp, **kw
+            )
+            g = GeneratorTrainer(args, os.environ["nnUNet_results"], os.environ["nnUNet_preprocessed"])
+            total: dict[str, float] = {}
+            loader = iter(g.loader())
+            g.step(next(loader))  # warm-up
+            collate = g.collate  # untimed: counts the boxes' voxels
+            g.synthesize_box = Timed(g.synthesize_box, device, total, "G forward")
+            g._c_logits = Timed(g._c_logits, device, total, "C forward")
+            g.seg = Timed(g.seg, device, total, "S forward")
+            g.collate = Timed(g.collate, device, total, "data")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            voxels, t_all = 0, 0.0
+            for _ in range(n):
+                t = time.perf_counter()
+                samples = next(loader)
+                total["data"] = total.get("data", 0.0) + time.perf_counter() - t
+                g.step(samples)
+                t_all += time.perf_counter() - t
+                voxels += int(np.prod(collate(samples)["fake_image"].shape[2:]))
+            peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+            key = f"{name}{' amp' if amp else ''}"
+            parts = {k: v / n for k, v in total.items()}
+            step_s = t_all / n
+            parts["backward + optimizers"] = step_s - sum(parts.values())
+            out[key] = {
+                "samples_per_s": args.batch_size / step_s,
+                "step_s": step_s,
+                "batch_size": args.batch_size,
+                "mean_box_voxels": voxels / n,
+                "peak_gib": peak,
+                "parts_s": parts,
+            }
     return out
 
 
@@ -354,8 +411,28 @@ def main() -> None:
         f"cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
     ]
     gen = bench_generator(device, steps)
-    lines += ["", "| generator training | samples/s | peak GPU memory [GiB] |", "|---|---|---|"]
-    lines += [f"| {k} | {v['samples_per_s']:.2f} | {v['peak_gib']:.2f} |" for k, v in gen.items()]
+    before = gen["before"]["samples_per_s"]
+    part_names = list(gen["defaults"]["parts_s"])
+    lines += [
+        "",
+        "Generator training, the same dataset and plan: before = a fixed crop of the patch, G 32-320, C 16-128, "
+        "batch 2 (the earlier defaults); defaults = tumor-centred boxes (mask + the gate's margin), G 16-128, C 8-32, "
+        "batch 4, one tumor size class per step. Per step: "
+        + ", ".join(part_names)
+        + " (forward passes timed with device synchronisation; the rest is backward passes and optimizer steps).",
+        "",
+        "| generator training | samples/s | ratio vs before | s / step (batch) | mean box voxels | "
+        + " | ".join(f"{p} [s]" for p in part_names)
+        + " | peak GPU memory [GiB] |",
+        "|---|---|---|---|---|" + "---|" * len(part_names) + "---|",
+    ]
+    for k, v in gen.items():
+        lines.append(
+            f"| {k} | {v['samples_per_s']:.2f} | {v['samples_per_s'] / before:.1f} | {v['step_s']:.2f} "
+            f"({v['batch_size']}) | {v['mean_box_voxels']:.0f} | "
+            + " | ".join(f"{v['parts_s'].get(p, 0.0):.2f}" for p in part_names)
+            + f" | {v['peak_gib']:.2f} |"
+        )
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     print(json.dumps({"train_step": steps_res, "da": da, "gate": gate, "generator": gen}, indent=1))

@@ -8,13 +8,23 @@ import os
 import torch
 
 from nnunet_freetumor.entrypoints._common import require_env, run_cli
+from nnunet_freetumor.generator.losses import SEG_LOSSES
+from nnunet_freetumor.generator.train import CROPS, INITS, LOSSES, GeneratorTrainingArgs
 
 EPILOG = """\
 Before: nnUNetv2_plan_and_preprocess -d DATASET  and the baseline of the same fold (the frozen segmenter S):
         nnUNetv2_train DATASET 3d_fullres FOLD
 Output: $nnUNet_results/DatasetXXX_Name/FreeTumorGenerator__<plans>__<configuration>/fold_<FOLD>/
         generator_final.safetensors (+ .json): what nnUNetTrainerFreeTumor loads; checkpoint_latest.safetensors
-        (resume with --c); progress.png; montage_epoch_XXXX.png; training_log.txt; freetumor_config.json
+        (resume with --c); progress.json / progress.png (losses and the realism monitor over steps);
+        montage_step_XXXXXX.png (the monitor's fixed tumors); training_log.txt; freetumor_config.json
+Reading the monitor (every --monitor_every steps, on fixed synthetic tumors in held-out validation cases): the
+        synthetic tumors' median contrast to the organ around them should approach the real lesions' (same sign,
+        similar size); the share S labels tumor at the gate threshold should approach the real lesions' share; the
+        Frechet distance in S's features should fall into the same-distribution band. A warning in the log says
+        when S recognises none of G's tumors, and what to try.
+Defaults (see README 'Generator'): tumor-centred boxes, small G and C, L_seg = -log p (--seg_loss paper for Eq. 2),
+        G starting from no change (--init zero), G sees the soft mask (--no_mask_input for the paper's image-only G).
 Multi-GPU / multi-node: torchrun --nproc_per_node N $(which freetumor_train_generator) DATASET ...
         (--batch_size is the global batch; it is split over the processes)
 Label pairs, window and mask sizes come from the FreeTumor config (see `freetumor_config -d DATASET`).
@@ -22,10 +32,11 @@ Label pairs, window and mask sizes come from the FreeTumor config (see `freetumo
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = GeneratorTrainingArgs.__dataclass_fields__
     p = argparse.ArgumentParser(
         prog="freetumor_train_generator",
         description="Adversarially train the FreeTumor generator G (Eq. 1-3 of the paper) on an nnU-Net preprocessed "
-        "dataset: healthy organ crops get synthetic tumors that the frozen baseline segmenter S must recognise "
+        "dataset: healthy organ regions get synthetic tumors that the frozen baseline segmenter S must recognise "
         "(L_seg) and a discriminator C must not tell from real tumors (L_cls).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,57 +45,106 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres", help="3-D nnU-Net configuration [3d_fullres]")
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier [nnUNetPlans]")
     p.add_argument("-f", "--fold", default="0", help="fold (0-4 or 'all'): the training split used [0]")
-    p.add_argument("--epochs", type=int, default=100, help="epochs, each one pass over the cases with organs [100]")
-    p.add_argument("--batch_size", type=int, default=4, help="global batch size [4]")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, cosine schedule [1e-4]")
-    p.add_argument("--lambda_cls", type=float, default=0.1, help="weight of the adversarial loss (chest: 0.5) [0.1]")
-    p.add_argument(
-        "--losses",
-        choices=("both", "seg", "cls"),
-        default="both",
-        help="loss ablation: L_seg + L_cls, L_seg only, L_cls only [both]",
+    g = p.add_argument_group("schedule")
+    g.add_argument("--steps", type=int, default=d["steps"].default, help="optimizer steps [%(default)s]")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="instead of --steps: passes over the training cases with an organ (steps = epochs x ceil(cases / "
+        "batch size))",
     )
-    p.add_argument(
+    g.add_argument("--batch_size", type=int, default=d["batch_size"].default, help="global batch [%(default)s]")
+    g.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate of G, cosine [%(default)s]")
+    g.add_argument("--lr_c", type=float, default=None, help="learning rate of the discriminator C [--lr]")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, crops and masks [0]")
+    g = p.add_argument_group("losses")
+    g.add_argument(
+        "--lambda_cls", type=float, default=d["lambda_cls"].default, help="weight of L_cls (chest: 0.5) [%(default)s]"
+    )
+    g.add_argument(
+        "--losses", choices=LOSSES, default="both", help="loss ablation: L_seg + L_cls, L_seg only, L_cls only [both]"
+    )
+    g.add_argument(
+        "--seg_loss",
+        choices=SEG_LOSSES,
+        default=d["seg_loss"].default,
+        help="L_seg: nonsat = mean -log p (keeps a gradient where S sees no tumor), paper = Eq. 2, 1 - mean p "
+        "[%(default)s]",
+    )
+    g.add_argument("--seg_warmup_steps", type=int, default=0, help="train G with L_seg alone for the first N steps [0]")
+    g = p.add_argument_group("networks and crops")
+    g.add_argument(
+        "--init",
+        choices=INITS,
+        default=d["init"].default,
+        help="G's last layer: zero = start from no change, random = the default initialisation [%(default)s]",
+    )
+    g.add_argument("--no_mask_input", action="store_true", help="G sees the image only (the paper's G)")
+    g.add_argument(
+        "--crop",
+        choices=CROPS,
+        default=d["crop"].default,
+        help="tumor = each tumor's bounding box + --crop_margin_mm; patch = the whole --crop_size [%(default)s]",
+    )
+    g.add_argument(
+        "--crop_margin_mm",
+        type=float,
+        default=None,
+        help="context around each tumor, mm [the config's gate_bbox_margin_mm: S sees what the quality gate sees]",
+    )
+    g.add_argument(
         "--crop_size",
         type=int,
         nargs=3,
         default=None,
-        help="crop size in voxels at the plan's spacing [min(96, patch size)]",
+        help="the largest crop in voxels at the plan's spacing [min(96, patch size)]",
     )
-    p.add_argument(
+    g.add_argument(
         "--gen_features",
         type=int,
         nargs="+",
-        default=[32, 64, 128, 256, 320],
-        help="generator U-Net features per stage [32 64 128 256 320]",
+        default=list(d["gen_features"].default),
+        help="generator U-Net features per stage [%(default)s]",
     )
-    p.add_argument(
+    g.add_argument(
         "--disc_features",
         type=int,
         nargs="+",
-        default=[16, 32, 64, 128],
-        help="discriminator U-Net features per stage [16 32 64 128]",
+        default=list(d["disc_features"].default),
+        help="discriminator U-Net features per stage [%(default)s]",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, crops and masks [0]")
-    p.add_argument("--num_workers", type=int, default=2, help="data loading processes per GPU [2]")
-    p.add_argument(
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--monitor_every",
+        type=int,
+        default=d["monitor_every"].default,
+        help="steps between log lines, realism monitor and checkpoints [%(default)s]",
+    )
+    g.add_argument(
+        "--monitor_n",
+        type=int,
+        default=d["monitor_n"].default,
+        help="synthetic tumors in the monitor's fixed set [%(default)s]",
+    )
+    g.add_argument("--num_workers", type=int, default=0, help="data loading processes per process [0]")
+    g.add_argument(
         "--device",
         choices=("cuda", "cpu", "mps"),
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="training device [cuda if available]",
     )
-    p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
-    p.add_argument(
+    g.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument(
         "--gate_checkpoint",
         default=None,
         help="frozen segmenter checkpoint [the config's gate_trainer baseline of this fold]",
     )
-    p.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap steps per epoch (quick looks)")
-    p.add_argument(
+    g.add_argument(
         "--c",
         dest="continue_training",
         action="store_true",
-        help="continue from checkpoint_latest.safetensors of this run",
+        help="continue from checkpoint_latest.safetensors of this run (same --steps)",
     )
     return p
 
@@ -94,7 +154,7 @@ def main() -> int:
 
     def run() -> int:
         paths = require_env("nnUNet_preprocessed", "nnUNet_results")
-        from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+        from nnunet_freetumor.generator.train import GeneratorTrainer
 
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if distributed:  # launched by torchrun
@@ -108,11 +168,19 @@ def main() -> int:
                 configuration=args.configuration,
                 plans=args.plans,
                 fold=args.fold,
+                steps=args.steps,
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
+                lr_c=args.lr_c,
                 lambda_cls=args.lambda_cls,
                 losses=args.losses,
+                seg_loss=args.seg_loss,
+                seg_warmup_steps=args.seg_warmup_steps,
+                init=args.init,
+                mask_input=not args.no_mask_input,
+                crop=args.crop,
+                crop_margin_mm=args.crop_margin_mm,
                 crop_size=tuple(args.crop_size) if args.crop_size else None,
                 gen_features=tuple(args.gen_features),
                 disc_features=tuple(args.disc_features),
@@ -120,8 +188,9 @@ def main() -> int:
                 num_workers=args.num_workers,
                 device=args.device,
                 amp=not args.no_amp,
+                monitor_every=args.monitor_every,
+                monitor_n=args.monitor_n,
                 gate_checkpoint=args.gate_checkpoint,
-                max_steps_per_epoch=args.max_steps_per_epoch,
             )
             trainer = GeneratorTrainer(targs, paths["nnUNet_results"], paths["nnUNet_preprocessed"])
             if args.continue_training and not trainer.resume():

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.crops import CropRule
 from nnunet_freetumor.io import atomic_save, atomic_write_text
 
 META_KEY = "freetumor"
@@ -199,3 +200,13 @@ def load_compatible_generator(
         meta, cfg, dataset_name=dataset_name, plans=plans, configuration=configuration, fold=fold, path=path
     )
     return net, meta
+
+
+def generator_crop_rule(meta: dict, cfg) -> CropRule:
+    """The box a generator was trained to paint in (``crops.CropRule``), from its metadata. Generators of earlier
+    versions were trained on a fixed crop (``crop_size`` voxels at ``spacing``): at least that, plus the gate's
+    margin."""
+    if meta.get("crop_rule"):
+        return CropRule.from_dict(meta["crop_rule"])
+    min_mm = tuple(float(c) * float(s) for c, s in zip(meta["crop_size"], meta["spacing"]))
+    return CropRule(max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1]), min_size_mm=min_mm)

@@ -18,14 +18,35 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values.flatten(1) * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def seg_guided_loss(seg_logits: torch.Tensor, tumor_labels: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: ``1 - mean_{v in M} S(x_hat)_tumor(v)`` per sample.
+SEG_LOSSES = ("nonsat", "paper")
 
-    seg_logits: (B, K, ...) logits of the frozen segmenter; tumor_labels: its tumor classes (their probabilities are
-    summed, as in the authors' code); mask: (B, 1, ...) bool synthetic-tumor mask. 0 when S calls every mask voxel
-    tumor with certainty, 1 when never.
+
+def log_tumor_probability(seg_logits: torch.Tensor, tumor_labels: Sequence[int]) -> torch.Tensor:
+    """log P(any tumor class) per voxel from logits, without forming the probability: (B, K, ...) -> (B, 1, ...).
+    Finite everywhere, also where S is certain there is no tumor."""
+    logits = seg_logits.float()
+    return torch.logsumexp(logits[:, list(tumor_labels)], 1, keepdim=True) - torch.logsumexp(logits, 1, keepdim=True)
+
+
+def seg_guided_loss(
+    seg_logits: torch.Tensor, tumor_labels: Sequence[int], mask: torch.Tensor, form: str = "paper"
+) -> torch.Tensor:
+    """The segmentation-guided loss per sample (B,): how far the frozen S is from calling the synthetic region tumor.
+
+    ``form="paper"`` is Eq. 2: ``1 - mean_{v in M} p(v)`` with p = S's tumor probability (summed over the tumor
+    classes, as in the authors' code); 0 when S calls every mask voxel tumor with certainty, 1 when never. Its gradient
+    per logit is p (1 - p): it vanishes where S is sure a synthetic tumor is no tumor, so a generator that starts
+    there gets no signal from it (seen on the phantom: benchmarks/RESULTS.md).
+    ``form="nonsat"``: ``mean_{v in M} -log p(v)`` (the cross-entropy towards "tumor", the non-saturating GAN trick
+    applied to S): the same minimum, but a gradient of (1 - p) per logit, largest exactly where S sees no tumor.
+    Computed from log-softmax, so it needs no clamp: finite for any logits, gradient bounded by 1 per logit.
+    seg_logits: (B, K, ...); mask: (B, 1, ...) bool synthetic-tumor mask.
     """
-    return 1.0 - masked_mean(tumor_probability(seg_logits, tumor_labels), mask)
+    if form == "paper":
+        return 1.0 - masked_mean(tumor_probability(seg_logits, tumor_labels), mask)
+    if form == "nonsat":
+        return masked_mean(-log_tumor_probability(seg_logits, tumor_labels), mask)
+    raise ValueError(f"seg loss form must be one of {SEG_LOSSES}, got {form!r}")
 
 
 def generator_adversarial_loss(c_logits_fake: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -68,5 +68,21 @@ def build(spec: dict[str, Any]) -> nn.Module:
     )
 
 
+def mask_input(spec: dict[str, Any]) -> bool:
+    """True for a mask-conditioned generator: it sees the soft tumor mask as a second input channel."""
+    return int(spec["input_channels"]) == 2
+
+
+def zero_output_layer(net: nn.Module) -> nn.Module:
+    """Set the last 1x1 convolution of a dynamic-network-architectures U-Net to zero: a generator built this way
+    starts with tanh(G(x)) = 0, i.e. Eq. 1 changes nothing, and learns its residual from there (instead of starting
+    from a random contrast that can sit where the frozen S is sure there is no tumor)."""
+    last = net.decoder.seg_layers[-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+    return net
+
+
 def n_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

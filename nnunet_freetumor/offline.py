@@ -6,8 +6,9 @@ Per healthy training case of the source dataset (raw files, HU, native spacing):
 
 1. a tumor mask is drawn in millimetres inside a healthy organ (``masks.sample_tumor_mask`` at the native spacing) and
    softened (``synthesis.soft_masks``, sigma ~ U(mask.edge_sigma_mm), clipped to the organ);
-2. a box around it is cut out: centred on the mask, at least the generator's training crop in millimetres and the mask
-   plus ``max(gate_bbox_margin_mm, 4 sigma_max)`` on every side (clipped to the image);
+2. a box around it is cut out: the generator's crop rule (``crops.CropRule`` from its checkpoint: the mask plus the
+   margin it was trained with, capped at its largest crop, all in millimetres); handcrafted: the mask plus
+   ``max(gate_bbox_margin_mm, 4 sigma_max)`` on every side (clipped to the image);
 3. **generator**: the box (image trilinearly, the soft mask too) is resampled to the generator's spacing (the plan's),
    normalized as the generator was trained (its metadata's CT normalization, clipping included), and Eq. 1 is applied
    (``synthesis.generator_synthesis``). The HU difference it made (soft mask x residual, never clipped) is resampled
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import crop_size_for, tumor_box
+from nnunet_freetumor.crops import CropRule
 from nnunet_freetumor.frozen import FrozenSegmenter, forward_padded, load_gate_of_config
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
@@ -96,17 +97,6 @@ def resample_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out
 
 
-def synthesis_box(
-    mask: np.ndarray, spacing: Sequence[float], min_size_mm: Sequence[float], margin_mm: float
-) -> tuple[slice, ...]:
-    """Box (slices) around a non-empty (X, Y, Z) mask: at least ``min_size_mm`` per axis and the mask's bounding box
-    plus ``margin_mm`` on each side, centred on the mask, shifted to stay inside the array and clipped to it."""
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
-    min_size = [int(np.ceil(mm / s - 1e-6)) for mm, s in zip(min_size_mm, spacing)]
-    pad = [int(np.ceil(margin_mm / s)) for s in spacing]
-    return tumor_box(m, crop_size_for(m[None], min_size, pad))
-
-
 def unclipped(norm: CTNormalization) -> CTNormalization:
     """The same normalization without the clip window (maps back to HU without losing what is outside it)."""
     return replace(norm, lower=-np.inf, upper=np.inf)
@@ -125,8 +115,9 @@ def generator_box(
     norm: CTNormalization,
     cfg: FreeTumorConfig,
     divisor: Sequence[int],
+    mask_input: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 1 with the generator on a native-spacing box.
+    """Eq. 1 with the generator on a native-spacing box (``mask_input``: a mask-conditioned generator).
 
     hu, soft: (X, Y, Z) float32 HU and soft mask at ``spacing`` (mm), on the generator's device. The box is resampled
     to ``generator_spacing``, normalized with ``norm`` (the generator's training normalization: its input is clipped
@@ -140,7 +131,7 @@ def generator_box(
     x = norm.from_hu(hu_g)
     wide = unclipped(norm)  # Eq. 1's result mapped back to HU without the plan's clipping
     index = torch.tensor([organ_index], device=hu.device)
-    x_hat = generator_synthesis(generator, x, soft_g, index, wide, cfg.window, divisor)
+    x_hat = generator_synthesis(generator, x, soft_g, index, wide, cfg.window, divisor, mask_input)
     diff_g = wide.to_hu(x_hat) - wide.to_hu(x)
     diff = resample(diff_g, hu.shape)[0, 0]
     return torch.where(soft > 0, hu + diff, hu), (hu_g + diff_g)[0, 0]
@@ -402,8 +393,7 @@ class OfflineExport:
         self.cfg = cfg
         self.cases = raw_training_cases(self.raw, self.dataset_json)
         self.target = self._target(Path(raw_root), preprocessed_root, results_root)
-        self.margin_mm = max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1])
-        self.min_size_mm = (0.0, 0.0, 0.0)
+        self.crop_rule = CropRule(max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1]))
         self.generator = None
         self.generator_path: Path | None = None
         if req.method == "generator":
@@ -426,8 +416,12 @@ class OfflineExport:
         )
 
     def _load_generator(self, results_root) -> None:
-        from nnunet_freetumor.generator.checkpoint import find_generator, load_compatible_generator
-        from nnunet_freetumor.generator.networks import divisor
+        from nnunet_freetumor.generator.checkpoint import (
+            find_generator,
+            generator_crop_rule,
+            load_compatible_generator,
+        )
+        from nnunet_freetumor.generator.networks import divisor, mask_input
 
         req = self.req
         where = {"dataset_name": self.name, "plans": req.plans, "configuration": req.configuration, "fold": req.fold}
@@ -442,7 +436,8 @@ class OfflineExport:
         self.generator_divisor = divisor(meta["generator"])
         self.generator_spacing = tuple(float(s) for s in meta["spacing"])
         self.generator_norm = CTNormalization(**meta["normalization"])
-        self.min_size_mm = tuple(c * s for c, s in zip(meta["crop_size"], self.generator_spacing))
+        self.generator_mask_input = mask_input(meta["generator"])
+        self.crop_rule = generator_crop_rule(meta, self.cfg)
 
     def _load_gate(self, results_root) -> None:
         req = self.req
@@ -468,7 +463,7 @@ class OfflineExport:
         if mask is None:
             return None
         sigma = float(rng.uniform(*cfg.mask.edge_sigma_mm))
-        box = synthesis_box(mask, spacing, self.min_size_mm, self.margin_mm)
+        box = self.crop_rule.box(mask, spacing)
         hu = torch.from_numpy(image[box].astype(np.float32)).to(self.device)
         m = torch.from_numpy(mask[box]).to(self.device)
         soft = soft_masks(
@@ -488,6 +483,7 @@ class OfflineExport:
                     self.generator_norm,
                     cfg,
                     self.generator_divisor,
+                    self.generator_mask_input,
                 )
                 if np.allclose(self.generator_spacing, self.plan_spacing):
                     plan_hu = gen_hu

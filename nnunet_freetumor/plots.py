@@ -37,8 +37,12 @@ def example_from_sample(
     return Example(image=cut(image), mask=m[z].numpy(), title=title, before=None if before is None else cut(before))
 
 
-def save_montage(examples: list[Example], path: str | os.PathLike, suptitle: str = "") -> None:
-    """Write a grid of examples (one column each; a 'before' row when available) with the mask outlined in red."""
+def save_montage(
+    examples: list[Example], path: str | os.PathLike, suptitle: str = "", vrange: tuple[float, float] | None = None
+) -> None:
+    """Write a grid of examples (one column each; a 'before' row when available) with the mask outlined in red.
+    ``vrange``: one gray window for every panel (image units), so montages of different runs or steps compare;
+    default: each example's 1st-99th percentile."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +60,7 @@ def save_montage(examples: list[Example], path: str | os.PathLike, suptitle: str
             ax.axis("off")
             if img is None:
                 continue
-            lo, hi = np.percentile(e.image, [1, 99])
+            lo, hi = vrange if vrange is not None else np.percentile(e.image, [1, 99])
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
             if e.mask.any():
                 ax.contour(e.mask.astype(float), levels=[0.5], colors="red", linewidths=0.8)

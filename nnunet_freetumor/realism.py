@@ -45,6 +45,7 @@ from nnunet_freetumor.offline import (
 # lesions smaller than this are left out of the Turing test and the FD (both kinds alike)
 MIN_LESION_VOXELS = 10
 MAX_CROP = 64
+RING_MM = 5.0  # "the organ around a lesion": organ voxels within this distance of it
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,29 @@ def lesion_crops(
         arr, sp = cache[les.image]
         out.append(plan_crop(arr, sp, les.centre, transpose_forward, target_spacing, size))
     return torch.stack(out)[:, None]
+
+
+# --- contrast to the surrounding organ -----------------------------------------------------------------------------
+
+
+def ring_mask(lesion: np.ndarray, organ: np.ndarray, spacing: Sequence[float], ring_mm: float = RING_MM) -> np.ndarray:
+    """The organ around a lesion: voxels of ``organ`` (not of the lesion) within ``ring_mm`` of ``lesion`` (bool arrays
+    of one shape, ``spacing`` in mm per axis)."""
+    lesion = np.asarray(lesion, dtype=bool)
+    dist = ndimage.distance_transform_edt(~lesion, sampling=spacing)
+    return np.asarray(organ, dtype=bool) & ~lesion & (dist > 0) & (dist <= ring_mm)
+
+
+def contrast_to_ring(
+    hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spacing: Sequence[float], ring_mm: float = RING_MM
+) -> float:
+    """Mean HU inside ``lesion`` minus the mean HU of the organ ring around it (``ring_mask``): negative for a lesion
+    darker than its organ. NaN when the lesion or the ring is empty."""
+    lesion = np.asarray(lesion, dtype=bool)
+    ring = ring_mask(lesion, organ, spacing, ring_mm)
+    if not lesion.any() or not ring.any():
+        return float("nan")
+    return float(hu[lesion].mean() - hu[ring].mean())
 
 
 # --- features and distance -----------------------------------------------------------------------------------------

@@ -95,13 +95,19 @@ def generator_synthesis(
     norm: CTNormalization,
     window: WindowConfig,
     divisor: Sequence[int],
+    mask_input: bool = False,
 ) -> torch.Tensor:
     """Eq. 1 with a generator: window the crops, run G (padded to its stride), take each sample's organ channel.
 
     x_norm: (B, 1, ...) normalized crops; soft: (B, 1, ...) soft masks; organ_index: (B,) index of the sample's organ
-    in the config's pairs (= G's output channel). Differentiable in G's parameters.
+    in the config's pairs (= G's output channel). ``mask_input``: G also sees the soft mask as a second input channel
+    (a mask-conditioned generator can place structure relative to the tumor's outline, e.g. a darker core inside a
+    rim; the paper's G sees the image only). Differentiable in G's parameters.
     """
-    g = forward_padded(generator, normalized_to_window(x_norm, norm, window), tuple(divisor))
+    inputs = normalized_to_window(x_norm, norm, window)
+    if mask_input:
+        inputs = torch.cat([inputs, soft.to(inputs.dtype)], 1)
+    g = forward_padded(generator, inputs, tuple(divisor))
     return apply_residual(x_norm, soft, generator_residual(select_channel(g, organ_index).float()), norm, window)
 
 

@@ -24,7 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import crop_size_for, tumor_box
+from nnunet_freetumor.crops import CropRule, tumor_box
 from nnunet_freetumor.frozen import FrozenSegmenter, load_gate_of_config
 from nnunet_freetumor.gate import gate_accept, gate_proportion
 from nnunet_freetumor.intensity import ct_normalizations
@@ -318,7 +318,6 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
 
     synthesis_mode = "mask"
     use_gate = True
-    min_crop: tuple[int, ...] = (0, 0, 0)  # subclasses: at least the context their synthesizer was trained with
 
     def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:
         super().preflight(plans_manager, configuration, fold, dataset_json)
@@ -395,8 +394,8 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         organ_index = torch.tensor([cfg.organ_labels.index(int(o)) for o in organ_id], device=self.device)
         lo, hi = cfg.mask.edge_sigma_mm
         sigmas = [float(np.random.uniform(lo, hi)) for _ in range(len(idx))]
-        pad = [int(np.ceil(4 * hi / s)) + 4 for s in self.configuration_manager.spacing]
-        size = crop_size_for(m, self.min_crop, pad)
+        # one box size for the batch: the largest the synthesizer's crop rule asks for (what it was trained with)
+        size = self.crop_rule().batch_size(m, self.configuration_manager.spacing)
         boxes = [(slice(None), *tumor_box(m[i], size)) for i in range(len(idx))]
         x = torch.stack([data[b][box] for b, box in zip(idx.tolist(), boxes)])
         crop_mask = torch.stack([m[i][box[1:]] for i, box in enumerate(boxes)])[:, None]
@@ -439,6 +438,11 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
             p_n=int(torch.isfinite(p).sum()),
         )
         return {**batch, "data": data, "target": target}
+
+    def crop_rule(self) -> CropRule:
+        """The box a tumor is synthesized and gated in (subclasses: the one their synthesizer was trained with)."""
+        cfg = self.freetumor_config
+        return CropRule(max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1]))
 
     def _gate(self, data, idx, boxes, x_hat, crop_mask, m) -> torch.Tensor:
         seg = self.gate_model

@@ -142,11 +142,9 @@ def baseline(demo: Demo) -> Path:
 
 
 GENERATOR_ARGS = [
-    "--epochs",
-    1,
-    "--batch_size",
+    "--steps",
     2,
-    "--max_steps_per_epoch",
+    "--batch_size",
     2,
     "--gen_features",
     4,
@@ -159,6 +157,10 @@ GENERATOR_ARGS = [
     "cpu",
     "--num_workers",
     0,
+    "--monitor_every",
+    2,
+    "--monitor_n",
+    4,
 ]
 
 

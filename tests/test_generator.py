@@ -8,17 +8,19 @@ import pickle
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, clean_env, run
 
-from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.config import FreeTumorConfigError, WindowConfig
 from nnunet_freetumor.generator import checkpoint
-from nnunet_freetumor.generator.data import GlobalBatchSampler
+from nnunet_freetumor.generator.data import StepSampler
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
-from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, unet_spec
+from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, divisor, mask_input, unet_spec, zero_output_layer
 from nnunet_freetumor.generator.train import no_seg_signal
-from nnunet_freetumor.synthesis import generator_residual
+from nnunet_freetumor.intensity import CTNormalization
+from nnunet_freetumor.synthesis import generator_residual, generator_synthesis
 
 
 def logits_with(channel: int, shape=(2, 3, 4, 5, 6), strength: float = 30.0) -> torch.Tensor:
@@ -42,22 +44,40 @@ def test_seg_guided_loss_is_zero_when_s_sees_tumor_everywhere_in_m_and_one_when_
     assert torch.allclose(seg_guided_loss(outside, [2], mask), torch.zeros(2), atol=1e-6)
 
 
-def test_seg_guided_loss_gives_no_gradient_where_s_is_sure_there_is_no_tumor_and_training_warns_about_it():
+def test_paper_seg_loss_has_no_gradient_where_s_is_sure_there_is_no_tumor_the_nonsaturating_form_has_one():
     mask = torch.ones((1, 1, 2, 2, 2), dtype=torch.bool)
-    grads = []
-    for margin in (0.0, 12.0):  # S undecided vs S sure "organ, not tumor"
-        logits = logits_with(1, (1, 3, 2, 2, 2)) * margin / 10.0
-        logits.requires_grad_(True)
-        seg_guided_loss(logits, [2], mask).sum().backward()
-        grads.append(logits.grad.abs().max().item())
-    assert grads[0] > 1e-2 and grads[1] < 1e-4  # d(1 - p)/dlogit = -p(1 - p)
+    grads = {}
+    for form in ("paper", "nonsat"):
+        for margin in (0.0, 12.0):  # S undecided vs S sure "organ, not tumor"
+            logits = logits_with(1, (1, 3, 2, 2, 2)) * margin / 10.0
+            logits.requires_grad_(True)
+            seg_guided_loss(logits, [2], mask, form).sum().backward()
+            grads[form, margin] = logits.grad[:, 2].abs().max().item()  # towards the tumor class
+    assert grads["paper", 0.0] > 1e-2 and grads["paper", 12.0] < 1e-4  # d(1 - p)/dlogit = -p(1 - p)
+    assert grads["nonsat", 12.0] > 0.1  # d(-log p)/dlogit = -(1 - p): largest where S sees no tumor
+    assert grads["nonsat", 12.0] > grads["nonsat", 0.0]
+    # both forms have the same minimum: 0 where S is sure of the tumor, and agree on the order of two answers
+    sure = logits_with(2, (1, 3, 2, 2, 2))
+    for form in ("paper", "nonsat"):
+        assert float(seg_guided_loss(sure, [2], mask, form)) < 1e-4
+        worse = seg_guided_loss(logits_with(1, (1, 3, 2, 2, 2), 2.0), [2], mask, form)
+        better = seg_guided_loss(logits_with(1, (1, 3, 2, 2, 2), 0.5), [2], mask, form)
+        assert float(worse) > float(better)
+    # finite however sure S is (log-softmax, no log(0))
+    assert torch.isfinite(seg_guided_loss(logits_with(1, (1, 3, 2, 2, 2), 1e4), [2], mask, "nonsat")).all()
+    with pytest.raises(ValueError, match="nonsat"):
+        seg_guided_loss(sure, [2], mask, "other")
 
-    stuck = {"loss_seg": 0.999, "gate_accept": 0.0}
-    assert no_seg_signal([stuck]) is None  # one epoch is not enough to judge
-    warning = no_seg_signal([stuck, stuck])
-    assert warning is not None and "no gradient" in warning and "--lambda_cls" in warning
-    assert no_seg_signal([stuck, {"loss_seg": 0.8, "gate_accept": 0.0}]) is None
-    assert no_seg_signal([stuck, {"loss_seg": 0.999, "gate_accept": 0.05}]) is None
+
+def test_training_warns_when_s_recognises_none_of_the_synthetic_tumors_and_says_what_to_try():
+    stuck = {"s_p": 0.001, "gate_accept": 0.0}
+    assert no_seg_signal([stuck], "paper") is None  # one interval is not enough to judge
+    warning = no_seg_signal([stuck, stuck], "paper")
+    assert warning is not None and "no gradient" in warning and "--seg_loss nonsat" in warning
+    warning = no_seg_signal([stuck, stuck], "nonsat")
+    assert warning is not None and "--seg_warmup_steps" in warning and "real_accept" in warning
+    assert no_seg_signal([stuck, {"s_p": 0.2, "gate_accept": 0.0}], "paper") is None
+    assert no_seg_signal([stuck, {"s_p": 0.001, "gate_accept": 0.05}], "paper") is None
 
 
 def test_adversarial_losses_reward_the_right_discriminator_answers():
@@ -76,6 +96,28 @@ def test_generator_has_one_output_channel_per_organ_and_a_bounded_smooth_residua
     assert r.abs().max() <= 1.0
     # the 7-tap blur makes the residual smoother than tanh(G(x)) itself
     assert r.diff(dim=-1).abs().mean() < torch.tanh(out[:, :1]).diff(dim=-1).abs().mean()
+
+
+def test_a_zero_initialised_generator_changes_nothing_at_first_and_still_learns():
+    torch.manual_seed(0)
+    spec = unet_spec([4, 8], in_channels=2, out_channels=1)
+    assert mask_input(spec) and not mask_input(unet_spec([4, 8], 1, 1))
+    g = zero_output_layer(build(spec))
+    x = torch.rand(1, 1, 8, 8, 8)
+    soft = torch.zeros_like(x)
+    soft[..., 2:6, 2:6, 2:6] = 1.0
+    norm = CTNormalization(mean=100.0, std=20.0, lower=0.0, upper=200.0)
+    x_hat = generator_synthesis(g, x, soft, torch.tensor([0]), norm, WindowConfig(), divisor(spec), mask_input=True)
+    assert torch.allclose(x_hat, x, atol=1e-5)  # tanh(0) = 0: Eq. 1 adds nothing (HU round trip aside)
+    opt = torch.optim.SGD(g.parameters(), lr=1e-5)
+    for _ in range(2):  # the first step moves only the zero layer, the second reaches the rest
+        opt.zero_grad()
+        x_hat = generator_synthesis(g, x, soft, torch.tensor([0]), norm, WindowConfig(), divisor(spec), mask_input=True)
+        (x_hat * soft).sum().backward()  # any loss that wants the tumor region changed
+        opt.step()
+    assert (x_hat.detach() - x).abs().max() > 1e-3
+    last = {id(p) for p in g.decoder.seg_layers[-1].parameters()}
+    assert any(p.grad.abs().sum() > 0 for p in g.parameters() if id(p) not in last)  # the rest of G learns too
 
 
 def test_checkpoint_round_trip_is_bit_exact_including_optimizer_state_and_shared_tensors(tmp_path):
@@ -123,14 +165,17 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
-def test_sampler_covers_every_case_for_any_world_size_and_keeps_global_batches(world):
-    n, gb = 7, 4
-    per_rank = [list(GlobalBatchSampler(n, gb, world, r)) for r in range(world)]
-    merged = sorted(i for r in per_rank for i in r)
-    assert merged == list(range(8))  # 7 cases padded to two global batches, nothing dropped
-    assert {i % n for i in merged} == set(range(n))
+def test_step_sampler_gives_every_process_its_share_of_each_global_batch_and_resumes_at_a_step(world):
+    gb = 4
+    per_rank = [list(StepSampler(0, 3, gb, world, r)) for r in range(world)]
+    assert sorted(i for r in per_rank for i in r) == list(range(12))  # steps 0-2, every index once
+    for r, idx in enumerate(per_rank):  # rank r takes the same slots of every step
+        assert len(idx) == len(StepSampler(0, 3, gb, world, r)) == 3 * gb // world
+        assert {i % gb for i in idx} == set(range(r * gb // world, (r + 1) * gb // world))
+    resumed = [i for r in range(world) for i in StepSampler(2, 3, gb, world, r)]
+    assert sorted(resumed) == list(range(8, 12))  # a run resumed at step 2 draws what step 2 drew
     with pytest.raises(FreeTumorConfigError):
-        GlobalBatchSampler(n, 3, 2, 0)
+        StepSampler(0, 3, 3, 2, 0)
 
 
 # --- in-process training on the phantom ----------------------------------------------------------------------------
@@ -150,13 +195,15 @@ def make_trainer(demo: Demo, baseline: Path, results: Path, **kw):
     args = GeneratorTrainingArgs(
         dataset=str(DATASET_ID),
         fold="0",
-        epochs=kw.pop("epochs", 2),
+        steps=kw.pop("steps", 4),
         batch_size=2,
         gen_features=(4, 8, 16),
         disc_features=(4, 8),
         device="cpu",
         num_workers=0,
         gate_checkpoint=str(baseline),
+        monitor_every=2,
+        monitor_n=4,
         **kw,
     )
     return GeneratorTrainer(args, results, demo.dirs["nnUNet_preprocessed"])
@@ -174,7 +221,8 @@ class DarknessSegmenter(torch.nn.Module):
 def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, baseline, tmp_path, nnunet_paths):
     tr = make_trainer(demo, baseline, tmp_path, lr=3e-3, losses="seg")
     tr.seg.network = DarknessSegmenter()
-    batch = next(iter(tr.loader()))
+    samples = next(iter(tr.loader()))
+    batch = tr.collate(samples)
 
     def l_seg() -> float:
         with torch.no_grad():
@@ -184,24 +232,51 @@ def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, base
 
     before = l_seg()
     for _ in range(15):
-        tr.step(batch)
+        tr.step(samples)
     after = l_seg()
     assert after < before - 0.05, (before, after)
 
 
 @pytest.mark.e2e
+def test_training_boxes_hold_each_mask_with_its_margin_in_mm(demo, baseline, tmp_path, nnunet_paths):
+    tr = make_trainer(demo, baseline, tmp_path, crop_margin_mm=10.0)
+    samples = next(iter(tr.loader()))
+    batch = tr.collate(samples)
+    margin = [int(np.ceil(10.0 / s)) for s in tr.spacing]
+    size = batch["fake_image"].shape[2:]
+    needed = [0, 0, 0]
+    for smp, mask in zip(samples, batch["fake_mask"]):
+        full = smp["fake_mask"][0]
+        assert int(mask.sum()) == int(full.sum()) > 0  # the whole mask is in its box
+        for ax in range(3):
+            nz = torch.nonzero(full.any(dim=tuple(a for a in range(3) if a != ax))).flatten()
+            want = min(full.shape[ax], int(nz.max() - nz.min() + 1) + 2 * margin[ax])  # mask + margin on both sides
+            assert size[ax] >= want
+            needed[ax] = max(needed[ax], want)
+    for ax in range(3):  # and not larger than the largest mask + margin, rounded up to the networks' strides
+        d = tr.box_divisor[ax]
+        assert size[ax] <= min(tr.crop_size[ax], -(-needed[ax] // d) * d)
+    assert batch["fake_image"].shape[2:] == batch["fake_labels"].shape[1:]
+
+
+@pytest.mark.e2e
 def test_resuming_after_an_interrupted_run_continues_exactly(demo, baseline, tmp_path, nnunet_paths):
-    straight = make_trainer(demo, baseline, tmp_path / "a", max_steps_per_epoch=2)
+    straight = make_trainer(demo, baseline, tmp_path / "a")
     straight.run()
-    first = make_trainer(demo, baseline, tmp_path / "b", max_steps_per_epoch=2, epochs=2)
-    first.args.epochs = 1  # "killed" after epoch 0 (checkpoint_latest written at its end)
+    first = make_trainer(demo, baseline, tmp_path / "b")
+    first.steps = 2  # "killed" after step 2 (checkpoint_latest written there)
     first.run()
-    resumed = make_trainer(demo, baseline, tmp_path / "b", max_steps_per_epoch=2, epochs=2)
-    assert resumed.resume() and resumed.epoch == 1
+    resumed = make_trainer(demo, baseline, tmp_path / "b")
+    assert resumed.resume() and resumed.step_count == 2
     resumed.run()
     for (k, a), b in zip(straight.G.state_dict().items(), resumed.G.state_dict().values()):
         assert torch.equal(a, b), k
-    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    for (k, a), b in zip(straight.C.state_dict().items(), resumed.C.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in straight.history] == [0, 2, 4]
+    assert resumed.history[-1]["loss_seg"] == straight.history[-1]["loss_seg"]
+    with pytest.raises(FreeTumorConfigError, match="same --steps"):
+        make_trainer(demo, baseline, tmp_path / "b", steps=8).resume()
 
 
 @pytest.mark.e2e
@@ -227,9 +302,9 @@ def test_two_process_gloo_ddp_matches_one_process(demo: Demo, baseline, tmp_path
         results[name] = state["generator"]
         history[name] = json.loads((folder / "progress.json").read_text())
         spec = meta["generator"]
-    assert history["one"][0]["steps"] == history["two"][0]["steps"] == 2  # --max_steps_per_epoch, global batches
+    assert history["one"][-1]["step"] == history["two"][-1]["step"] == 2  # --steps of the global batch
     for key in ("loss_seg", "loss_cls", "loss_c"):
-        assert history["one"][0][key] == pytest.approx(history["two"][0][key], rel=1e-4), key
+        assert history["one"][-1][key] == pytest.approx(history["two"][-1][key], rel=1e-4), key
     torch.manual_seed(3)
     initial = build(spec).state_dict()  # the trainer builds G first after seeding
     # Conv biases right before instance norm have a gradient of exactly 0 in theory (the norm removes them); Adam

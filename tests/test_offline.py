@@ -15,6 +15,7 @@ from conftest import DATASET, DATASET_ID, Demo, run
 from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
+from nnunet_freetumor.crops import synthesis_box
 from nnunet_freetumor.frozen import FrozenSegmenter
 from nnunet_freetumor.generator.networks import build, divisor, unet_spec
 from nnunet_freetumor.intensity import CTNormalization
@@ -30,7 +31,6 @@ from nnunet_freetumor.offline import (
     resample,
     resample_mask,
     size_at_spacing,
-    synthesis_box,
     write_like,
 )
 from nnunet_freetumor.synthesis import soft_masks

@@ -251,17 +251,17 @@ def _kill_when(cmd: list, env: dict, log: Path, text: str, timeout: float = 300)
 def test_kill_9_during_generator_training_then_c_resumes_and_finishes(demo: Demo, baseline, tmp_path):
     env = dict(demo.env, nnUNet_results=str(tmp_path))
     args = ["freetumor_train_generator", DATASET_ID, *GENERATOR_ARGS, "--gate_checkpoint", baseline]
-    args[args.index("--epochs") + 1] = 3
+    args[args.index("--steps") + 1] = 6
     out = tmp_path / DATASET / "FreeTumorGenerator__nnUNetPlans__3d_fullres" / "fold_0"
-    _kill_when(args, env, out / "training_log.txt", "epoch 1:")
+    _kill_when(args, env, out / "training_log.txt", "step 4:")  # step 2's checkpoint is complete by then
     assert not (out / "generator_final.safetensors").exists()
     state, meta = checkpoint.load(out / "checkpoint_latest.safetensors")  # intact after the kill
-    assert meta["epochs_done"] >= 1
+    assert meta["steps_done"] >= 2
     run([*args, "--c"], env)
     _, meta = checkpoint.load(out / "generator_final.safetensors")
-    assert meta["epochs_done"] == 3
+    assert meta["steps_done"] == 6
     log = (out / "training_log.txt").read_text()
-    assert "resumed from" in log and "epoch 2:" in log
+    assert "resumed from" in log and "step 6:" in log
 
 
 @pytest.mark.e2e

@@ -103,3 +103,28 @@ def test_clipped_voxels_still_pass_gradients_to_the_residual_but_values_are_exac
     assert torch.allclose(NORM.to_hu(out[mask]), torch.tensor(NORM.upper, dtype=out.dtype), atol=1e-3)
     out[mask].sum().backward()
     assert (residual.grad[mask] != 0).all() and (residual.grad[~mask] == 0).all()
+
+
+def test_crop_rule_boxes_hold_the_mask_and_its_margin_in_mm_on_anisotropic_spacing():
+    from nnunet_freetumor.crops import CropRule
+
+    spacing = (4.0, 2.5, 1.0)
+    mask = torch.zeros((30, 60, 120), dtype=torch.bool)
+    mask[10:14, 20:30, 40:70] = True  # 4 x 10 x 30 voxels = 16 x 25 x 30 mm
+    rule = CropRule(margin_mm=10.0)
+    box = rule.box(mask, spacing)
+    sizes = [b.stop - b.start for b in box]
+    assert sizes == [4 + 2 * 3, 10 + 2 * 4, 30 + 2 * 10]  # ceil(10 mm / spacing) voxels on each side
+    assert int(mask[box].sum()) == int(mask.sum())
+    assert [b.start for b in box] == [10 - 3, 20 - 4, 40 - 10]  # centred on the mask
+    capped = CropRule(margin_mm=10.0, max_size_mm=(24.0, 30.0, 1000.0)).size(mask, spacing)
+    assert capped == (6, 12, 50)  # at most 24 / 30 mm; the third axis keeps its margin
+    assert CropRule(1.0, min_size_mm=(80.0, 0.0, 0.0)).size(mask, spacing)[0] == 20
+    # at the array's edge the box shifts inside instead of shrinking
+    edge = torch.zeros_like(mask)
+    edge[0:2, 0:3, 0:3] = True
+    box = rule.box(edge, spacing)
+    assert [b.start for b in box] == [0, 0, 0] and [b.stop for b in box] == [2 + 6, 3 + 8, 3 + 20]
+    # a batch gets the largest box any of its masks asks for
+    assert rule.batch_size([mask, edge], spacing) == (10, 18, 50)
+    assert CropRule.from_dict(rule.to_dict()) == rule

@@ -7,8 +7,13 @@ generator_final.safetensors`` (written by ``freetumor_train_generator``), or the
 
 import os
 
-from nnunet_freetumor.generator.checkpoint import GENERATOR_ENV, find_generator, load_compatible_generator
-from nnunet_freetumor.generator.networks import divisor
+from nnunet_freetumor.generator.checkpoint import (
+    GENERATOR_ENV,
+    find_generator,
+    generator_crop_rule,
+    load_compatible_generator,
+)
+from nnunet_freetumor.generator.networks import divisor, mask_input
 from nnunet_freetumor.synthesis import generator_synthesis
 from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
 
@@ -21,8 +26,13 @@ class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
         )
         self.generator, meta = load_compatible_generator(path, self.freetumor_config, **where)
         self.generator_divisor = divisor(meta["generator"])
-        self.min_crop = tuple(meta["crop_size"])
-        self.generator_info = f"{path} ({meta.get('epochs_done')} epochs)"
+        self.generator_mask_input = mask_input(meta["generator"])
+        self.generator_crop_rule = generator_crop_rule(meta, self.freetumor_config)
+        done = f"{meta['steps_done']} steps" if "steps_done" in meta else f"{meta.get('epochs_done')} epochs"
+        self.generator_info = f"{path} ({done})"
+
+    def crop_rule(self):
+        return self.generator_crop_rule
 
     def move_synthesizer_to_device(self) -> None:
         self.generator.to(self.device)
@@ -37,6 +47,7 @@ class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
             self.normalizations[0],
             self.freetumor_config.window,
             self.generator_divisor,
+            mask_input=self.generator_mask_input,
         )
 
 

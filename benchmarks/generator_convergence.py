@@ -1,0 +1,301 @@
+"""Does the generator learn? Its realism over training steps, per lesion appearance and seed, on a CPU budget.
+
+    python benchmarks/generator_convergence.py [--preset cpu|quick] [--lesions A [A ...]] [--seeds N]
+                                               [--workdir DIR] [--results RESULTS.md] [--device cpu|cuda]
+
+For every lesion appearance of the demo phantom (`freetumor_make_demo_dataset --lesions`: hypodense, hyperdense,
+heterogeneous) and every seed, in a resumable work folder (finished runs are reused):
+1. the phantom of that appearance, planned and preprocessed; the FreeTumor config with mask sizes matched to the
+   phantom's lesions (radii 2.5-30 mm in four classes; the defaults are sized for real abdominal CT) and the default
+   window and polarity (darker tumors): the generator has to find the sign itself, from S and C;
+2. the baseline S (`nnUNetTrainerBaseline`, the preset's schedule, seed 0): the frozen segmenter of Eq. 2 and the
+   gate, one per appearance and shared by the generator seeds (an 80-epoch S costs about an hour on 2 CPU cores; the
+   seeds here vary what is under study, the generator);
+3. `freetumor_train_generator` with its defaults (only the schedule and the monitor's cadence set here); its realism
+   monitor (generator/monitor.py) writes, every few steps, the synthetic tumors' median contrast to the organ around
+   them, the share S labels tumor at T = 0.7 and the Fréchet distance with its same-distribution band, on a fixed set
+   of held-out masks, and the real lesions' numbers beside them;
+4. the handcrafted recipe (SyntheticTumors, `nnUNetTrainerHandcraftedTumor`'s) measured the same way on the same masks.
+Then the section "## Generator convergence (<preset>)" of RESULTS.md: per appearance, each seed's numbers at the last
+monitor point within the time budget next to the targets (contrast sign and within +-25 % of the real lesions'
+median; S accepts >= 50 % of synthetic tumors; FD inside the band), and a plot of the curves
+(generator_convergence_<preset>.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from compare import Comparison, Run, claim_workdir, sh, write_section  # benchmarks/compare.py (same folder)
+
+APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")
+DATASET_ID = 940  # + the appearance's index
+# the phantom's lesions: longest diameters 5-10 / 10-20 / 20-40 / 40-60 mm -> radii in mm
+PHANTOM_SIZE_CLASSES = ("tiny:2.5-5", "small:5-10", "medium:10-20", "large:20-30")
+BASELINE = Run("baseline", "nnUNetTrainerBaseline", None)
+PRESETS = {
+    # smoke test: minutes, numbers meaningless
+    "quick": dict(
+        shape=(24, 48, 48),
+        n_train=8,
+        healthy=0.5,
+        n_test=0,
+        seeds=1,
+        epochs=1,
+        iters=4,
+        steps=4,
+        monitor_every=2,
+        monitor_n=6,
+        budget_min=30,
+        size_classes=PHANTOM_SIZE_CLASSES,
+        gen_args=("--gen_features", 4, 8, 16, "--disc_features", 4, 8),
+    ),
+    # 2 CPU cores: S as in compare.py's cpu-small (80 x 20 iterations, ~20 min); the generator's defaults
+    "cpu": dict(
+        shape=(24, 48, 48),
+        n_train=24,
+        healthy=0.75,
+        n_test=0,
+        seeds=3,
+        epochs=80,
+        iters=20,
+        steps=800,
+        monitor_every=50,
+        monitor_n=32,
+        budget_min=30,
+        size_classes=PHANTOM_SIZE_CLASSES,
+        gen_args=(),
+    ),
+}
+CONTRAST_TOLERANCE = 0.25
+ACCEPT_TARGET = 0.5
+
+
+def comparison(work: Path, p: dict, device: str, appearance: str) -> Comparison:
+    i = APPEARANCES.index(appearance)
+    return Comparison(
+        work / appearance, {**p, "lesions": appearance}, device, DATASET_ID + i, f"FreeTumorConv{appearance.title()}"
+    )
+
+
+def gate_checkpoint(c: Comparison) -> Path:
+    """The appearance's S: the seed-0 baseline."""
+    return c.fold(0, None, BASELINE.trainer) / "checkpoint_final.pth"
+
+
+def train_generator(c: Comparison, seed: int, p: dict) -> Path:
+    folder = c.generator_folder(seed, "both")
+    if not (folder / "generator_final.safetensors").is_file():
+        cmd = ["freetumor_train_generator", c.dataset_id, "-f", 0, "--steps", p["steps"], "--seed", seed]
+        cmd += ["--gate_checkpoint", gate_checkpoint(c)]
+        cmd += ["--monitor_every", p["monitor_every"], "--monitor_n", p["monitor_n"], "--device", c.device]
+        cmd += [*p["gen_args"]]
+        if (folder / "checkpoint_latest.safetensors").is_file():
+            cmd.append("--c")  # an interrupted run continues where it stopped
+        sh(cmd, c.env(seed, "both"), c.log)
+    return folder
+
+
+def within_budget(history: list[dict], budget_min: float) -> dict:
+    """The last monitor point reached within ``budget_min`` minutes of generator training (training and monitor time
+    counted), with its cumulative minutes."""
+    total, best = 0.0, history[0]
+    for h in history:
+        total += h.get("time_s", 0.0) + h.get("monitor_s", 0.0)
+        if total / 60 > budget_min:
+            break
+        best = {**h, "minutes": total / 60}
+    return best
+
+
+def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
+    """The realism monitor's numbers for the handcrafted recipe on the generator run's fixed masks (same S)."""
+    cache = c.work / f"handcrafted_seed_{seed}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+    from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture
+
+    env = c.env(seed, "both")
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    args = GeneratorTrainingArgs(
+        dataset=str(c.dataset_id),
+        fold="0",
+        steps=1,
+        seed=seed,
+        device="cpu",
+        monitor_n=p["monitor_n"],
+        gate_checkpoint=str(gate_checkpoint(c)),
+    )
+    trainer = GeneratorTrainer(args, env["nnUNet_results"], env["nnUNet_preprocessed"])
+    monitor = trainer.build_monitor()
+    cfg, norm, spacing = trainer.cfg, trainer.norm, trainer.spacing
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    def handcrafted(x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
+        texture = handcrafted_texture(x.shape[2:], spacing, cfg.handcrafted, gen)
+        diff = float(rng.uniform(*cfg.handcrafted.hu_difference))
+        return handcrafted_synthesis(x, soft, texture, diff, norm, cfg.window.polarity)
+
+    numbers, _ = monitor.evaluate(handcrafted)
+    cache.write_text(json.dumps(numbers, indent=1) + "\n")
+    return numbers
+
+
+def targets(n: dict) -> dict[str, bool]:
+    """The issue's targets on one set of monitor numbers."""
+    syn, real = n["synthetic_contrast_hu"], n["real_contrast_hu"]
+    sign = math.copysign(1, syn) == math.copysign(1, real) and abs(syn) > 0
+    return {
+        "contrast": bool(sign and abs(syn - real) <= CONTRAST_TOLERANCE * abs(real)),
+        "accept": n["synthetic_accept"] >= ACCEPT_TARGET,
+        "fd": bool(n["fd_ref_lo"] <= n["fd"] <= n["fd_ref_hi"]),
+    }
+
+
+def _yes(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+def report(results: dict, p: dict, preset: str, device: str, png: Path, compute_h: float, flags: str) -> str:
+    lines = [
+        f"## Generator convergence ({preset})",
+        "",
+        f"Generated by `python benchmarks/generator_convergence.py --preset {preset}{flags}` ({compute_h:.1f} h of "
+        f"commands) on {platform.machine()}, {os.cpu_count()} CPU threads, device {device}. Phantom {p['shape']} "
+        f"voxels, {p['n_train']} training cases ({round(p['n_train'] * p['healthy'])} healthy), one per lesion "
+        "appearance; FreeTumor config with mask radii matched to the phantom's lesions "
+        f"({', '.join(PHANTOM_SIZE_CLASSES)} mm) and the default window and polarity (the generator must find the "
+        f"contrast's sign itself). S: `nnUNetTrainerBaseline`, {p['epochs']} epochs x {p['iters']} iterations, one per "
+        f"appearance (seed 0), shared by the generator seeds. Generator: `freetumor_train_generator` defaults, {p['steps']} steps, realism monitor every "
+        f"{p['monitor_every']} steps on {p['monitor_n']} fixed masks in held-out (validation) cases. Numbers at the "
+        f"last monitor point within {p['budget_min']} min of generator training (training + monitor time). Targets: "
+        f"median contrast to the organ within 5 mm has the real lesions' sign and lies within ±"
+        f"{CONTRAST_TOLERANCE:.0%} of their median; S labels >= {ACCEPT_TARGET:.0%} of the synthetic tumors tumor "
+        "(P >= 0.7; the real lesions' own rate beside it); FD inside the same-distribution band (5th-95th percentile "
+        "of the FD between N_real synthetic tumors and the rest). Handcrafted: the SyntheticTumors recipe on the "
+        "same masks, measured the same way.",
+        "",
+    ]
+    for appearance, seeds in results.items():
+        lines += [
+            f"### {appearance}",
+            "",
+            "| seed | step | min | contrast HU: synthetic / real (target ±25 %) | S accepts: synthetic / real | "
+            "FD [band] | targets met (contrast, S, FD) | handcrafted: contrast / S accepts / FD |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        met = {"contrast": 0, "accept": 0, "fd": 0}
+        for seed, r in seeds.items():
+            n, h = r["at_budget"], r["handcrafted"]
+            t = targets(n)
+            for k in met:
+                met[k] += t[k]
+            th = targets(h)
+            lines.append(
+                f"| {seed} | {n['step']} | {n['minutes']:.1f} | {n['synthetic_contrast_hu']:.1f} / "
+                f"{n['real_contrast_hu']:.1f} | {n['synthetic_accept']:.2f} / {n['real_accept']:.2f} | "
+                f"{n['fd']:.3g} [{n['fd_ref_lo']:.3g}-{n['fd_ref_hi']:.3g}] | "
+                f"{_yes(t['contrast'])}, {_yes(t['accept'])}, {_yes(t['fd'])} | "
+                f"{h['synthetic_contrast_hu']:.1f} / {h['synthetic_accept']:.2f} / {h['fd']:.3g} "
+                f"({'in' if th['fd'] else 'outside'} band) |"
+            )
+        n_seeds = len(seeds)
+        lines += [
+            "",
+            f"Targets met in {met['contrast']}/{n_seeds} seeds (contrast), {met['accept']}/{n_seeds} (S accepts), "
+            f"{met['fd']}/{n_seeds} (FD).",
+            "",
+        ]
+    lines += [f"![generator convergence]({png.name})", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, len(results), figsize=(5 * len(results), 10), squeeze=False)
+    for j, (appearance, seeds) in enumerate(results.items()):
+        for seed, r in seeds.items():
+            hist = [h for h in r["history"] if "synthetic_contrast_hu" in h]
+            steps = [h["step"] for h in hist]
+            line = axes[0, j].plot(steps, [h["synthetic_contrast_hu"] for h in hist], "o-", ms=3, label=f"seed {seed}")
+            color = line[0].get_color()
+            axes[0, j].axhline(hist[-1]["real_contrast_hu"], color=color, linestyle=":", linewidth=1)
+            axes[0, j].axhline(r["handcrafted"]["synthetic_contrast_hu"], color=color, linestyle="--", linewidth=1)
+            axes[1, j].plot(steps, [h["synthetic_accept"] for h in hist], "o-", ms=3, color=color)
+            axes[1, j].axhline(hist[-1]["real_accept"], color=color, linestyle=":", linewidth=1)
+            axes[2, j].plot(steps, [h["fd"] for h in hist], "o-", ms=3, color=color)
+            axes[2, j].fill_between(
+                steps, [h["fd_ref_lo"] for h in hist], [h["fd_ref_hi"] for h in hist], color=color, alpha=0.15
+            )
+        axes[0, j].set_title(f"{appearance}: contrast [HU] (dotted: real, dashed: handcrafted)", fontsize=9)
+        axes[1, j].set_title("S accepts (P >= 0.7); dotted: real lesions", fontsize=9)
+        axes[1, j].set_ylim(-0.02, 1.02)
+        axes[2, j].set_title("FD real vs synthetic; band: same distribution", fontsize=9)
+        axes[2, j].set_xlabel("optimizer step")
+        axes[0, j].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    ap.add_argument("--lesions", nargs="+", choices=APPEARANCES, default=list(APPEARANCES))
+    ap.add_argument("--seeds", type=int, help="[the preset's]")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workdir", default=None, help="[benchmarks/work_convergence_<preset>]")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    a = ap.parse_args()
+    p = dict(PRESETS[a.preset])
+    flags = ""
+    if a.seeds:
+        p["seeds"] = a.seeds
+        flags += f" --seeds {a.seeds}"
+    if list(a.lesions) != list(APPEARANCES):
+        flags += " --lesions " + " ".join(a.lesions)
+    work = Path(a.workdir or Path(__file__).with_name(f"work_convergence_{a.preset}")).resolve()
+    claim_workdir(work, p, a.device)
+    results: dict[str, dict] = {}
+    for appearance in a.lesions:
+        c = comparison(work, p, a.device, appearance)
+        c.dataset()
+        results[appearance] = {}
+        c.train(0, BASELINE)
+        for seed in range(p["seeds"]):
+            folder = train_generator(c, seed, p)
+            history = json.loads((folder / "progress.json").read_text())
+            results[appearance][seed] = {
+                "history": history,
+                "at_budget": within_budget(history, p["budget_min"]),
+                "handcrafted": handcrafted_numbers(c, seed, p),
+            }
+            print(f"{appearance} seed {seed}: {results[appearance][seed]['at_budget']}", flush=True)
+    compute = sum(
+        json.loads(f.read_text()) for f in work.glob("*/compute_seconds.json")
+    )
+    results_md = Path(a.results)
+    png = results_md.with_name(f"generator_convergence_{a.preset}.png")
+    plot(results, png)
+    (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    section = report(results, p, a.preset, a.device, png, compute / 3600, flags)
+    write_section(results_md, section, f"## Generator convergence ({a.preset})")
+    print(section)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Realism monitor for generator training: is G learning to paint tumors like the real ones, and does S see them?
+
+Built once per run on a fixed set, so that numbers of different steps (and of different seeds: the set does not
+depend on the run's seed) compare:
+- synthetic: ``n`` healthy-organ regions with fixed masks, edge sigmas and organs, drawn from the fold's *validation*
+  cases (held out from G's and S's training) when they have healthy organ regions, else from the training cases
+  (``held_out`` says which);
+- real: the lesions (connected tumor components of >= ``realism.MIN_LESION_VOXELS`` voxels) of the training split,
+  at most ``n_real``.
+Every K steps (``evaluate``), with G as it is:
+- contrast: mean HU inside the tumor minus the organ within 5 mm around it (``realism.contrast_to_ring``), median
+  over the synthetic set next to the real lesions' median (real tumors measured once: S and the data are frozen);
+- S's view: the share of synthetic tumors the frozen S labels tumor at the gate's threshold (P >= T, Eq. 4-5, on the
+  same box as the gate), next to the real lesions' own rate;
+- Fréchet distance between real and synthetic tumors in S's bottleneck features (``realism.frechet_distance`` on
+  context-sized, tumor-centred crops), with a same-distribution reference band, both at the same set sizes: over
+  random splits of the synthetic set into N_real tumors and the rest, the FD between the real lesions and the rest
+  (median reported) and between the N_real synthetic ones and the rest (5th-95th percentile: the band). An FD inside
+  (or below) the band means real and synthetic are as far apart as two samples of one distribution of that size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.crops import tumor_box
+from nnunet_freetumor.frozen import FrozenSegmenter
+from nnunet_freetumor.gate import gate_proportion
+from nnunet_freetumor.generator.data import FULL_26, GeneratorData
+from nnunet_freetumor.intensity import CTNormalization
+from nnunet_freetumor.realism import MIN_LESION_VOXELS, contrast_to_ring, encoder_features, frechet_distance
+from nnunet_freetumor.synthesis import soft_masks
+
+MONITOR_SEED = 20250218  # fixed: every run (any --seed) is judged on the same synthetic set
+REFERENCE_DRAWS = 30
+
+# (x (1, 1, *box) normalized, soft (1, 1, *box), organ_index (1,)) -> x_hat (1, 1, *box)
+Synthesize = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Item:
+    """One tumor of the fixed set: its context crop (normalized image, labels), mask, organ label and box."""
+
+    case: str
+    image: torch.Tensor  # (1, *context) float32
+    labels: np.ndarray  # (*context) int
+    mask: np.ndarray  # (*context) bool: the tumor (synthetic mask or the real lesion)
+    organ: int
+    box: tuple[slice, ...]
+    edge_sigma_mm: float = 0.0
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return (float("nan"),) * 3
+    q = np.percentile(v, [25, 50, 75])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
+class RealismMonitor:
+    """The monitor of one run: ``build`` draws the fixed set from the run's data; the constructor takes ready items."""
+
+    def __init__(
+        self,
+        synthetic: Sequence[Item],
+        real: Sequence[Item],
+        seg: FrozenSegmenter,
+        norm: CTNormalization,
+        cfg: FreeTumorConfig,
+        spacing: Sequence[float],
+        held_out: bool = False,
+    ):
+        self.synthetic, self.real = list(synthetic), list(real)
+        self.seg, self.norm, self.cfg, self.held_out = seg, norm, cfg, held_out
+        self.spacing = tuple(float(s) for s in spacing)
+        self.threshold = float(cfg.gate_threshold)
+        self.device = next(iter(seg.network.parameters()), torch.empty(0)).device
+        self.real_stats = self._measure(self.real, [it.image for it in self.real])  # S and the data are frozen
+
+    @classmethod
+    def build(
+        cls,
+        train_data: GeneratorData,
+        held_out_data: GeneratorData | None,
+        seg: FrozenSegmenter,
+        norm: CTNormalization,
+        n: int = 32,
+        n_real: int = 48,
+    ) -> RealismMonitor:
+        """The fixed set of a run: ``n`` synthetic masks in the held-out cases (else the training cases) and up to
+        ``n_real`` real lesions of the training cases (see the module docstring)."""
+        synthetic, held_out = [], False
+        if held_out_data is not None and held_out_data.fake_cases:
+            synthetic = _fixed_regions(held_out_data, n)
+            held_out = bool(synthetic)
+        if not synthetic:
+            synthetic = _fixed_regions(train_data, n)
+        real = _real_lesions(train_data, n_real)
+        return cls(synthetic, real, seg, norm, train_data.cfg, train_data.spacing, held_out)
+
+    # --- measures ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _measure(self, items: Sequence[Item], images: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """Contrast (HU), S's P on the box, and S's bottleneck features on the context, per item."""
+        contrasts, ps, ctx = [], [], []
+        for it, img in zip(items, images):
+            hu = self.norm.to_hu(img[0].float()).numpy()
+            contrasts.append(contrast_to_ring(hu, it.mask, it.labels == it.organ, self.spacing))
+            x = img[(slice(None), *it.box)][None].to(self.device)
+            m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None].to(self.device)
+            ps.append(float(gate_proportion(self.seg(x).float(), m, self.cfg.tumor_labels)[0]))
+            ctx.append(img)
+        s_norm = self.seg.normalizations[0]
+        crops = s_norm.from_hu(self.norm.to_hu(torch.stack(ctx).float()))  # S's own normalization
+        feats = encoder_features(self.seg, crops).numpy()
+        return {"contrast": contrasts, "p": ps, "features": feats}
+
+    @torch.no_grad()
+    def synthesize(self, synth: Synthesize) -> list[torch.Tensor]:
+        """The fixed synthetic set painted by ``synth``: context crops (1, *context) with the synthesized box pasted."""
+        out = []
+        for it in self.synthetic:
+            m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None]
+            organ = torch.from_numpy(np.ascontiguousarray(it.labels[it.box] == it.organ))[None, None]
+            soft = soft_masks(m, organ, [it.edge_sigma_mm], self.spacing)
+            x = it.image[(slice(None), *it.box)][None]
+            index = torch.tensor([self.cfg.organ_labels.index(it.organ)])
+            x_hat = synth(x.to(self.device), soft.to(self.device), index.to(self.device)).float().cpu()
+            img = it.image.clone()
+            img[(slice(None), *it.box)] = x_hat[0]
+            out.append(img)
+        return out
+
+    def evaluate(self, synth: Synthesize) -> tuple[dict[str, float], list[torch.Tensor]]:
+        """The monitor's numbers for G as it is now (see the module docstring), and the synthesized fixed set."""
+        images = self.synthesize(synth)
+        syn = self._measure(self.synthetic, images)
+        real = self.real_stats
+        out = {
+            "n_synthetic": len(self.synthetic),
+            "n_real": len(self.real),
+            "held_out": int(self.held_out),
+        }
+        for name, stats in (("synthetic", syn), ("real", real)):
+            q1, med, q3 = _quantiles(stats["contrast"])
+            out[f"{name}_contrast_hu"], out[f"{name}_contrast_q1"], out[f"{name}_contrast_q3"] = med, q1, q3
+            p = np.asarray(stats["p"], dtype=float)
+            out[f"{name}_accept"] = float(np.mean(np.nan_to_num(p, nan=-1.0) >= self.threshold)) if len(p) else 0.0
+            out[f"{name}_p"] = float(np.nanmean(p)) if len(p) else float("nan")
+        out.update(self._fd(real["features"], syn["features"]))
+        return out, images
+
+    def _fd(self, real: np.ndarray, syn: np.ndarray) -> dict[str, float]:
+        """FD real vs synthetic and its same-distribution band, both at the same set sizes: over random splits of the
+        synthetic set into N_real and the rest, FD(real, rest) (its median is reported) and FD(N_real, rest)."""
+        nan = float("nan")
+        if len(real) < 2 or len(syn) < len(real) + 2:
+            return {"fd": nan, "fd_ref_lo": nan, "fd_ref_median": nan, "fd_ref_hi": nan}
+        rng = np.random.default_rng(MONITOR_SEED)
+        fd, ref = [], []
+        for _ in range(REFERENCE_DRAWS):
+            perm = rng.permutation(len(syn))
+            rest = syn[perm[len(real) :]]
+            fd.append(frechet_distance(real, rest))
+            ref.append(frechet_distance(syn[perm[: len(real)]], rest))
+        lo, med, hi = np.percentile(ref, [5, 50, 95])
+        return {"fd": float(np.median(fd)), "fd_ref_lo": float(lo), "fd_ref_median": float(med), "fd_ref_hi": float(hi)}
+
+
+# --- the fixed set -------------------------------------------------------------------------------------------------
+
+
+# --- the fixed set ----------------------------------------------------------------------------------------------
+def _fixed_regions(data: GeneratorData, n: int) -> list[Item]:
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng([MONITOR_SEED, k])
+        try:
+            r = data.fake_region(data.fake_cases[k % len(data.fake_cases)], rng)
+        except FreeTumorConfigError:  # no healthy region here (e.g. every validation case has a tumor)
+            return out
+        mask = torch.from_numpy(r["mask"])
+        box = tumor_box(mask, r["box_size"])
+        out.append(
+            Item(r["case"], torch.from_numpy(r["image"]), r["labels"], r["mask"], r["organ"], box, r["edge_sigma_mm"])
+        )
+    return out
+
+
+def _real_lesions(data: GeneratorData, n_real: int) -> list[Item]:
+    """Every lesion of the training split's labeled cases (in a fixed order, at most ``n_real``), each in the
+    context crop centred on its centre of mass (or its voxel nearest to it)."""
+    out = []
+    rng = np.random.default_rng(MONITOR_SEED)
+    for case in [data.real_cases[i] for i in rng.permutation(len(data.real_cases))]:
+        tumor = np.isin(data.store.labels(case.identifier), data.cfg.tumor_labels)
+        comps, count = ndimage.label(tumor, structure=FULL_26)
+        for i, box in enumerate(ndimage.find_objects(comps, max_label=count), start=1):
+            comp = comps[box] == i
+            if int(comp.sum()) < MIN_LESION_VOXELS:
+                continue
+            pts = np.argwhere(comp)
+            centre = pts[np.argmin(((pts - pts.mean(0)) ** 2).sum(1))] + [s.start for s in box]
+            r = data.real_region_at(case.identifier, centre)
+            organ = _organ_of(r["labels"], r["lesion"], data.cfg.organ_labels)
+            box = tumor_box(torch.from_numpy(r["lesion"]), r["box_size"])
+            out.append(Item(r["case"], torch.from_numpy(r["image"]), r["labels"], r["lesion"], organ, box))
+            if len(out) >= n_real:
+                return out
+    return out
+
+
+def _organ_of(labels: np.ndarray, lesion: np.ndarray, organ_labels: Sequence[int]) -> int:
+    """The organ around a real lesion: the configured organ with the most voxels next to it."""
+    near = ndimage.binary_dilation(lesion, FULL_26, iterations=2) & ~lesion
+    counts = [int((labels[near] == o).sum()) for o in organ_labels]
+    return organ_labels[int(np.argmax(counts))]
