@@ -119,3 +119,23 @@ def test_a_seeds_realism_is_reused_only_while_its_exports_and_s_are_unchanged(tm
     os.utime(s / "checkpoint_final.pth", ns=(1, 1))
     phantom_realism.cached_analyse(c, 0, {"generator": export}, cache)
     assert runs == [0, 0, 0]
+
+
+def test_convergence_targets_and_the_time_budget_point():
+    from generator_convergence import targets, within_budget
+
+    n = {"synthetic_contrast_hu": -35.0, "real_contrast_hu": -42.0, "synthetic_accept": 0.5, "fd": 0.05}
+    n.update(fd_ref_lo=0.04, fd_ref_hi=0.06)
+    assert targets(n) == {"contrast": True, "accept": True, "fd": True}
+    assert targets({**n, "synthetic_contrast_hu": -30.0})["contrast"] is False  # 29 % short of the real median
+    assert targets({**n, "synthetic_contrast_hu": 40.0})["contrast"] is False  # the wrong sign
+    assert targets({**n, "synthetic_contrast_hu": 0.0})["contrast"] is False
+    assert targets({**n, "synthetic_accept": 0.49})["accept"] is False
+    assert targets({**n, "fd": 0.03})["fd"] is True  # below the band: closer than two samples of one distribution
+    assert targets({**n, "fd": 0.07})["fd"] is False
+    history = [{"step": 0, "time_s": 0, "monitor_s": 20}] + [
+        {"step": 50 * k, "time_s": 600, "monitor_s": 20} for k in range(1, 5)
+    ]
+    best = within_budget(history, 30)  # 20 s, then 620 s per point: steps 50 and 100 fit in 30 min, 150 does not
+    assert best["step"] == 100 and best["minutes"] == pytest.approx((20 + 2 * 620) / 60)
+    assert within_budget(history, 0.1)["step"] == 0

@@ -123,3 +123,15 @@ def test_label_update_sets_tumor_labels_only_inside_accepted_masks_and_keeps_rea
     assert (out[0][mask[0] == 1] == 2).all() and (out[0][mask[0] == 3] == 4).all()
     assert out[0, 0, 0, 0, 0] == 2
     assert torch.equal(out[0][mask[0] == 0], seg[0][mask[0] == 0])
+
+
+def test_size_classes_from_the_command_line_and_a_clear_error_for_a_bad_one(capsys):
+    from nnunet_freetumor.entrypoints.config_cli import parse_size_class
+
+    c = parse_size_class("small:5-10")
+    assert (c.name, c.radius_mm, c.weight) == ("small", (5.0, 10.0), 1.0)
+    assert parse_size_class("large:20-30:0.5").weight == 0.5
+    for bad in ("small", "small:5", "small:a-b", ":5-10", "small:5-10:x:y"):
+        with pytest.raises(SystemExit):
+            parse_size_class(bad)
+        assert "NAME:RMIN-RMAX" in capsys.readouterr().err
