@@ -197,8 +197,8 @@ def report(results: dict, p: dict, preset: str, device: str, png: Path, compute_
         f"median contrast to the organ within 5 mm has the real lesions' sign and lies within ±"
         f"{CONTRAST_TOLERANCE:.0%} of their median; S labels >= {ACCEPT_TARGET:.0%} of the synthetic tumors tumor "
         "(P >= 0.7; the real lesions' own rate beside it); FD inside (or below) the same-distribution band (5th-95th "
-        "percentile of the FD between N_real synthetic tumors and the rest, the real-vs-synthetic FD at the same sizes). Handcrafted: the SyntheticTumors recipe on the "
-        "same masks, measured the same way.",
+        "percentile of the FD between N_real synthetic tumors and the rest, the real-vs-synthetic FD at the same "
+        "sizes). Handcrafted: the SyntheticTumors recipe on the same masks, measured the same way.",
         "",
     ]
     for appearance, seeds in results.items():

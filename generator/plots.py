@@ -58,7 +58,7 @@ def save_progress_plot(history: list[dict[str, Any]], path: str | os.PathLike, t
     if x:
         ax.plot(x, y, label="S's tumor probability in M", linestyle="--")
     ax.set_title("training (means per log interval)")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[0, 1]
     x, y = series("synthetic_contrast_hu")
     ax.plot(x, y, "o-", label="synthetic (median)")
@@ -71,7 +71,7 @@ def save_progress_plot(history: list[dict[str, Any]], path: str | os.PathLike, t
             ax.fill_between(xr, lo, hi, color="gray", alpha=0.3, label="real: interquartile range")
     ax.axhline(0, color="gray", linewidth=0.5)
     ax.set_title("contrast to the organ within 5 mm [HU]")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[1, 0]
     x, y = series("synthetic_accept")
     ax.plot(x, y, "o-", label=f"synthetic: P >= {threshold:g}")
@@ -80,7 +80,7 @@ def save_progress_plot(history: list[dict[str, Any]], path: str | os.PathLike, t
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("S labels the tumor tumor (quality gate)")
     ax.set_xlabel("optimizer step")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[1, 1]
     x, y = series("fd")
     ax.plot(x, y, "o-", label="FD real vs synthetic")
@@ -90,8 +90,13 @@ def save_progress_plot(history: list[dict[str, Any]], path: str | os.PathLike, t
         ax.fill_between(xb, lo, hi, color="gray", alpha=0.3, label="same-distribution band (5-95 %)")
     ax.set_title("Fréchet distance in S's features")
     ax.set_xlabel("optimizer step")
-    ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a run without the monitor, or before its first point, has no curves
+        ax.legend(fontsize=8)

@@ -402,7 +402,8 @@ class GeneratorTrainer:
             self._optimizer_step(self.C, self.opt_c, self.scaler_c)
             out["loss_c"] = float(loss_c.detach())
         self.sched_g.step()
-        self.sched_c.step()
+        if trains_c:
+            self.sched_c.step()
         self.step_count += 1
         return out
 
@@ -532,7 +533,7 @@ class GeneratorTrainer:
             "generator": self.g_spec,
             "discriminator": self.c_spec,
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.args).items()},
-            "steps": self.steps,
+            "steps": int(self.sched_g.T_max),  # the run's length: its learning-rate schedule
             "steps_done": self.step_count,
             "frozen_segmenter": str(self.seg.source),
         }
@@ -578,7 +579,7 @@ class GeneratorTrainer:
                 f"{path} has other network sizes or inputs than this run: resume with the same --gen_features, "
                 "--disc_features and --mask_input"
             )
-        if meta.get("steps") != self.steps:
+        if meta.get("steps") != self.sched_g.T_max:
             raise FreeTumorConfigError(
                 f"{path} was started for {meta.get('steps')} steps, this run asks for {self.steps}: the learning-rate "
                 "schedule spans the whole run, so resume with the same --steps (or --epochs)"

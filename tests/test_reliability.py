@@ -187,12 +187,12 @@ def test_a_dataset_where_no_case_has_the_configured_organ_is_refused(demo: Demo)
 def test_a_dataset_without_tumor_free_organ_crops_gives_a_clear_generator_error(demo: Demo, baseline, tmp_path):
     """Crops as large as the image always contain the real tumor of a labeled case; with no healthy case left there
     is nothing to paint into."""
-    from nnunet_freetumor.generator.data import GeneratorData
+    from nnunet_freetumor.generator.data import CaseStore, GeneratorData
 
     folder = demo.preprocessed / "nnUNetPlans_3d_fullres"
     cases = json.loads((demo.raw / "phantom_cases.json").read_text())
     labeled = [k for k, c in cases.items() if c["split"] == "train" and not c["healthy"]]
-    data = GeneratorData(folder, labeled, CFG, (24, 48, 48), (4.0, 2.5, 2.5))
+    data = GeneratorData(CaseStore(folder, labeled), CFG, (24, 48, 48), (4.0, 2.5, 2.5), rule=None)
     with pytest.raises(FreeTumorConfigError, match="found no healthy organ crop"):
         data[0]
 
