@@ -130,13 +130,9 @@ def within_budget(history: list[dict], budget_min: float) -> dict:
     return best
 
 
-def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
-    """The realism monitor's numbers for the handcrafted recipe on the generator run's fixed masks (same S)."""
-    cache = c.work / f"handcrafted_seed_{seed}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+def run_monitor(c: Comparison, seed: int, p: dict):
+    """The generator run's realism monitor (its fixed masks, real lesions and S), built in this process."""
     from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
-    from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture
 
     env = c.env(seed, "both")
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
@@ -150,7 +146,17 @@ def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
         gate_checkpoint=str(gate_checkpoint(c)),
     )
     trainer = GeneratorTrainer(args, env["nnUNet_results"], env["nnUNet_preprocessed"])
-    monitor = trainer.build_monitor()
+    return trainer, trainer.build_monitor()
+
+
+def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
+    """The realism monitor's numbers for the handcrafted recipe on the generator run's fixed masks (same S)."""
+    cache = c.work / f"handcrafted_seed_{seed}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture
+
+    trainer, monitor = run_monitor(c, seed, p)
     cfg, norm, spacing = trainer.cfg, trainer.norm, trainer.spacing
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
@@ -161,6 +167,37 @@ def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
         return handcrafted_synthesis(x, soft, texture, diff, norm, cfg.window.polarity)
 
     numbers, _ = monitor.evaluate(handcrafted)
+    cache.write_text(json.dumps(numbers, indent=1) + "\n")
+    return numbers
+
+
+@torch.no_grad()
+def box_vs_patch(c: Comparison, p: dict) -> dict:
+    """S's P (Eq. 4) on the real lesions of the training split: on the generator's tumor box (mask + margin, what L_seg
+    and the gate see) vs on the whole context crop (here the whole patch), and how often P >= T agrees."""
+    cache = c.work / "box_vs_patch.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from nnunet_freetumor.gate import gate_proportion
+
+    trainer, monitor = run_monitor(c, 0, p)
+    box, patch = [], []
+    for it in monitor.real:
+        m = torch.from_numpy(it.mask)
+        for out, image, mask in ((box, it.image[(slice(None), *it.box)], m[it.box]), (patch, it.image, m)):
+            logits = trainer.seg(image[None].float())
+            out.append(float(gate_proportion(logits.float(), mask[None, None], trainer.cfg.tumor_labels)[0]))
+    t = trainer.cfg.gate_threshold
+    numbers = {
+        "n": len(box),
+        "p_box": box,
+        "p_patch": patch,
+        "box_shape_mean_voxels": float(np.mean([np.prod([s.stop - s.start for s in it.box]) for it in monitor.real])),
+        "patch_voxels": int(np.prod(monitor.real[0].image.shape[1:])) if monitor.real else 0,
+        "agree": float(np.mean([(a >= t) == (b >= t) for a, b in zip(box, patch)])) if box else float("nan"),
+        "accept_box": float(np.mean([a >= t for a in box])) if box else float("nan"),
+        "accept_patch": float(np.mean([b >= t for b in patch])) if box else float("nan"),
+    }
     cache.write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
 
@@ -233,6 +270,28 @@ def report(results: dict, p: dict, preset: str, device: str, png: Path, compute_
         ]
     lines += [f"![generator convergence]({png.name})", ""]
     return "\n".join(lines)
+
+
+def crops_table(crops: dict) -> str:
+    """S's view of the real lesions on the tumor box vs the whole patch, per appearance."""
+    lines = [
+        "### S on the tumor box vs the whole patch",
+        "",
+        "The generator's L_seg and the quality gate run S on the tumor's box (mask + the gate's 24 mm margin). Does S "
+        "judge a real lesion there as on the whole patch? P (Eq. 4) of each real lesion of the training split, both "
+        "ways (mean ± sd over lesions), the share with P >= 0.7 and how often the two decisions agree.",
+        "",
+        "| appearance | lesions | box voxels (mean) / patch | P on the box | P on the patch | P >= T: box / patch | "
+        "decisions agree |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for appearance, n in crops.items():
+        lines.append(
+            f"| {appearance} | {n['n']} | {n['box_shape_mean_voxels']:.0f} / {n['patch_voxels']} | "
+            f"{np.mean(n['p_box']):.2f} ± {np.std(n['p_box']):.2f} | {np.mean(n['p_patch']):.2f} ± "
+            f"{np.std(n['p_patch']):.2f} | {n['accept_box']:.2f} / {n['accept_patch']:.2f} | {n['agree']:.0%} |"
+        )
+    return "\n".join(lines) + "\n\n"
 
 
 def variants_table(default: dict | None, variants: dict, appearance: str) -> str:
@@ -321,11 +380,13 @@ def main() -> None:
     work = Path(a.workdir or Path(__file__).with_name(f"work_convergence_{a.preset}")).resolve()
     claim_workdir(work, p, a.device)
     results: dict[str, dict] = {}
+    crops: dict[str, dict] = {}
     for appearance in a.lesions:
         c = comparison(work, p, a.device, appearance)
         c.dataset()
         results[appearance] = {}
         c.train(0, BASELINE)
+        crops[appearance] = box_vs_patch(c, p)
         for seed in range(p["seeds"]):
             folder = train_generator(c, seed, p)
             history = json.loads((folder / "progress.json").read_text())
@@ -347,7 +408,7 @@ def main() -> None:
     png = results_md.with_name(f"generator_convergence_{a.preset}.png")
     plot(results, png)
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-    section = report(results, p, a.preset, a.device, png, compute / 3600, flags)
+    section = report(results, p, a.preset, a.device, png, compute / 3600, flags) + crops_table(crops)
     if variants:
         section += variants_table(results[a.lesions[0]].get(0), variants, a.lesions[0])
     write_section(results_md, section, f"## Generator convergence ({a.preset})")
