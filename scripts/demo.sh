@@ -5,7 +5,7 @@
 #
 # Everything goes to $FREETUMOR_DEMO_DIR (default ./demo_work): nnUNet_raw, nnUNet_preprocessed, nnUNet_results,
 # predictions/ and the evaluation summaries. Re-running skips the steps whose outputs exist.
-# Knobs (environment): DEMO_EPOCHS (6), DEMO_ITERS (15) iterations per epoch, DEMO_GEN_EPOCHS (6), DEMO_DEVICE (cpu).
+# Knobs (environment): DEMO_EPOCHS (6), DEMO_ITERS (15) iterations per epoch, DEMO_GEN_STEPS (100) generator steps, DEMO_DEVICE (cpu).
 # The schedule is far too short for good models: the demo shows the pipeline and its outputs, not the method's
 # benefit (benchmarks/compare.py measures that).
 set -euo pipefail
@@ -53,8 +53,7 @@ train nnUNetTrainerHandcraftedTumor
 step "5/7 FreeTumor generator (GAN + segmentation-guided loss)"
 gen="$nnUNet_results/$ds/FreeTumorGenerator__nnUNetPlans__3d_fullres/fold_0"
 if [ ! -f "$gen/generator_final.safetensors" ]; then
-  freetumor_train_generator $id -f 0 --epochs "${DEMO_GEN_EPOCHS:-6}" --batch_size 2 --gen_features 16 32 64 128 \
-    --disc_features 8 16 32 --device "$device" --num_workers 1
+  freetumor_train_generator $id -f 0 --steps "${DEMO_GEN_STEPS:-100}" --monitor_every 25 --device "$device"
 fi
 
 step "6/7 nnU-Net + FreeTumor online synthesis with the quality gate"
