@@ -154,7 +154,7 @@ def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
     cache = c.work / f"handcrafted_seed_{seed}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture
+    from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
 
     trainer, monitor = run_monitor(c, seed, p)
     cfg, norm, spacing = trainer.cfg, trainer.norm, trainer.spacing
@@ -178,7 +178,7 @@ def box_vs_patch(c: Comparison, p: dict) -> dict:
     cache = c.work / "box_vs_patch.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from nnunet_freetumor.gate import gate_proportion
+    from nnunet_freetumor.synthesis.gate import gate_proportion
 
     trainer, monitor = run_monitor(c, 0, p)
     box, patch = [], []

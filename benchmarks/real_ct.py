@@ -620,22 +620,21 @@ def lesion_measures(hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spaci
 
 def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_forward) -> float:
     """P (Eq. 4): the share of the lesion that the frozen S labels as lesion, on a lesion-centred box with the gate's
-    margin, as the quality gate sees a synthetic tumor (offline.gate_p; the data are already at the plan's spacing)."""
+    margin, as the quality gate sees a synthetic tumor (the export's gate; the data are already at the plan's
+    spacing)."""
     import torch
 
-    from nnunet_freetumor.crops import synthesis_box
-    from nnunet_freetumor.offline import gate_p
+    from nnunet_freetumor.synthesis.boxes import synthesis_box
+    from nnunet_freetumor.synthesis.pipeline import judge
 
     tf = list(transpose_forward)
     hu_t, m_t = hu.transpose(tf), lesion.transpose(tf)
     sp = [spacing[i] for i in tf]
     box = synthesis_box(m_t, sp, (0.0, 0.0, 0.0), cfg.gate_bbox_margin_mm)
-    return gate_p(
-        seg,
-        torch.from_numpy(np.ascontiguousarray(hu_t[box], dtype=np.float32)),
-        torch.from_numpy(np.ascontiguousarray(m_t[box])),
-        cfg.tumor_labels,
-    )
+    with torch.no_grad():
+        logits = seg.segment_hu(torch.from_numpy(np.ascontiguousarray(hu_t[box], dtype=np.float32))[None, None])
+    mask = torch.from_numpy(np.ascontiguousarray(m_t[box]))[None, None].to(logits.device)
+    return float(judge(logits, mask, cfg.tumor_labels, cfg.gate_threshold)[0][0])
 
 
 def measure_all(exports: dict[str, Path], src, seg, organ: int = LUNG, lesion: int = LESION) -> dict:
@@ -682,7 +681,6 @@ def frechet(exports: dict[str, Path], src, seg) -> dict:
     from nnunet_freetumor.config import FreeTumorConfigError
     from nnunet_freetumor.realism import (
         crop_size,
-        encoder_features,
         frechet_distance,
         lesion_crops,
         realism_report_for,
@@ -692,7 +690,6 @@ def frechet(exports: dict[str, Path], src, seg) -> dict:
     out = {}
     rng = np.random.default_rng(0)
     size = crop_size(src.patch_size)
-    norm = seg.normalizations[0]
     for key, folder in exports.items():
         les = synthetic_lesions(folder)
         try:
@@ -700,7 +697,7 @@ def frechet(exports: dict[str, Path], src, seg) -> dict:
         except FreeTumorConfigError as err:  # fewer than 2 lesions of >= 10 voxels (--quick's coarse grid)
             out[key] = {"error": str(err), "n_synthetic": len(les), "reference_fd": []}
             continue
-        feats = encoder_features(seg, norm.from_hu(lesion_crops(les, src.transpose_forward, src.spacing, size))).numpy()
+        feats = seg.features(lesion_crops(les, src.transpose_forward, src.spacing, size)).numpy()
         n_real = rep["n_real"]
         ref = []
         if len(feats) >= n_real + 2:
@@ -1108,11 +1105,12 @@ def main() -> None:
         rc.export(e)
 
     with timer.stage("analysis"):
-        from nnunet_freetumor.offline import load_gate_model, read_synthesis_log, source_dataset
+        from nnunet_freetumor.offline import read_synthesis_log, source_dataset
+        from nnunet_freetumor.segmenter import load_segmenter
 
         src = source_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"
-        seg = load_gate_model(src, src.cfg, rc.results, FOLD)
+        seg = load_segmenter(src.cfg, **src.model_key(), fold=FOLD, results=rc.results)
         exports = {e.key: rc.export_folder(e) for e in EXPORTS}
         measures = measure_all(exports, src, seg)
         fd = frechet(exports, src, seg)

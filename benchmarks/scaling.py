@@ -61,8 +61,8 @@ RUNS = [
 def tumor_onset(model: Path) -> int | None:
     """First epoch (0-based) in which nnU-Net's validation pseudo Dice of a tumor class is above 0 (the training log in
     ``fold_0/checkpoint_final.pth``); None: never during the whole training."""
-    from nnunet_freetumor.frozen import load_nnunet_checkpoint
     from nnunet_freetumor.labels import infer_pairs
+    from nnunet_freetumor.segmenter import load_nnunet_checkpoint
 
     labels = json.loads((model / "dataset.json").read_text())["labels"]
     foreground = sorted(v for v in labels.values() if v != 0)  # nnU-Net's order of the per-class Dice

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from nnunet_freetumor.entrypoints._common import require_env, run_cli
@@ -142,13 +141,13 @@ def main() -> int:
         import torch
 
         from nnunet_freetumor.config import FreeTumorConfigError
-        from nnunet_freetumor.offline import load_gate_model
         from nnunet_freetumor.realism import realism_report_for
+        from nnunet_freetumor.segmenter import load_segmenter
 
         if args.device == "cuda" and not torch.cuda.is_available():
             raise FreeTumorConfigError("--device cuda, but no CUDA GPU is available: use --device cpu")
-        seg = load_gate_model(
-            src, src.cfg, os.environ.get("nnUNet_results"), args.fold, args.gate_checkpoint, args.device
+        seg = load_segmenter(
+            src.cfg, **src.model_key(), fold=args.fold, checkpoint=args.gate_checkpoint, device=args.device
         )
         report = realism_report_for(src, export, seg, args.max_n, args.seed, args.shrinkage)
         print(

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.crops import CropRule
 from nnunet_freetumor.io import atomic_save, atomic_write_text
+from nnunet_freetumor.synthesis.boxes import CropRule
 
 META_KEY = "freetumor"
 FORMAT_VERSION = 1
@@ -104,8 +104,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained generator from ``generator_final.safetensors``: (frozen network on ``device``, metadata)."""
-    from nnunet_freetumor.frozen import freeze
     from nnunet_freetumor.generator.networks import build
+    from nnunet_freetumor.segmenter import freeze
 
     state, meta = load(path)
     if meta.get("kind") != "freetumor-generator" or "generator" not in state:
@@ -203,8 +203,8 @@ def load_compatible_generator(
 
 
 def generator_crop_rule(meta: dict, cfg) -> CropRule:
-    """The box a generator was trained to paint in (``crops.CropRule``), from its metadata. Generators of earlier
-    versions were trained on a fixed crop (``crop_size`` voxels at ``spacing``): at least that, plus the gate's
+    """The box a generator was trained to paint in (``synthesis.boxes.CropRule``), from its metadata. Generators of
+    earlier versions were trained on a fixed crop (``crop_size`` voxels at ``spacing``): at least that, plus the gate's
     margin."""
     if meta.get("crop_rule"):
         return CropRule.from_dict(meta["crop_rule"])

@@ -3,9 +3,9 @@
 - fake side: a healthy organ region of any case with an organ (labeled and unlabeled/healthy cases alike) and a
   synthetic tumor mask drawn by the foundation's mask sampler (sizes in mm), cut to the tumor's box;
 - real side: a real lesion of a labeled case (the connected component around a random tumor voxel), cut to its box.
-The box is the run's :class:`~nnunet_freetumor.crops.CropRule`: the mask's bounding box plus a context margin in mm
-(capped at the context crop), so G, C and the frozen S work on the tumor and its surroundings only, not on a whole
-patch. With ``rule=None`` the whole context crop is used (the fixed crop of earlier versions).
+The box is the run's :class:`~nnunet_freetumor.synthesis.boxes.CropRule`: the mask's bounding box plus a context
+margin in mm (capped at the context crop), so G, C and the frozen S work on the tumor and its surroundings only, not
+on a whole patch. With ``rule=None`` the whole context crop is used (the fixed crop of earlier versions).
 Only the training split of the chosen fold is used (the validation cases stay unseen, as for the baseline S).
 
 Every sample is a pure function of (seed, global sample index): sample j of optimizer step s has index s * B + j
@@ -27,10 +27,10 @@ from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, SizeClass
-from nnunet_freetumor.crops import CropRule, tumor_box
-from nnunet_freetumor.frozen import fold_split
 from nnunet_freetumor.labels import healthy_organs
-from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
+from nnunet_freetumor.segmenter import fold_split
+from nnunet_freetumor.synthesis.boxes import CropRule, tumor_box
+from nnunet_freetumor.synthesis.masks import choose_size_class, sample_tumor_mask
 
 MAX_TRIES = 20
 FULL_26 = np.ones((3, 3, 3), dtype=bool)

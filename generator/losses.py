@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from nnunet_freetumor.gate import tumor_probability
 from nnunet_freetumor.generator.networks import C_BACKGROUND, C_REAL
+from nnunet_freetumor.synthesis.gate import tumor_probability
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

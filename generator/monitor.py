@@ -22,6 +22,7 @@ Every K steps (``evaluate``), with G as it is:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,19 +31,15 @@ import torch
 from scipy import ndimage
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import tumor_box
-from nnunet_freetumor.frozen import FrozenSegmenter
-from nnunet_freetumor.gate import gate_proportion
 from nnunet_freetumor.generator.data import FULL_26, GeneratorData
-from nnunet_freetumor.intensity import CTNormalization
-from nnunet_freetumor.realism import MIN_LESION_VOXELS, contrast_to_ring, encoder_features, frechet_distance
-from nnunet_freetumor.synthesis import soft_masks
+from nnunet_freetumor.realism import MIN_LESION_VOXELS, contrast_to_ring, frechet_distance
+from nnunet_freetumor.segmenter import FrozenSegmenter
+from nnunet_freetumor.synthesis.boxes import tumor_box
+from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.pipeline import Synthesize, judge, synthesize_and_gate
 
 MONITOR_SEED = 20250218  # fixed: every run (any --seed) is judged on the same synthetic set
 REFERENCE_DRAWS = 30
-
-# (x (1, 1, *box) normalized, soft (1, 1, *box), organ_index (1,)) -> x_hat (1, 1, *box)
-Synthesize = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -83,7 +80,7 @@ class RealismMonitor:
         self.seg, self.norm, self.cfg, self.held_out = seg, norm, cfg, held_out
         self.spacing = tuple(float(s) for s in spacing)
         self.threshold = float(cfg.gate_threshold)
-        self.device = next(iter(seg.network.parameters()), torch.empty(0)).device
+        self.device = seg.device
         self.real_stats = self._measure(self.real, [it.image for it in self.real])  # S and the data are frozen
 
     @classmethod
@@ -109,41 +106,58 @@ class RealismMonitor:
 
     # --- measures ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _measure(self, items: Sequence[Item], images: Sequence[torch.Tensor]) -> dict[str, Any]:
-        """Contrast (HU), S's P on the box, and S's bottleneck features on the context, per item."""
-        contrasts, ps, ctx = [], [], []
+    def _measure(
+        self, items: Sequence[Item], images: Sequence[torch.Tensor], ps: Sequence[float] | None = None
+    ) -> dict[str, Any]:
+        """Contrast (HU), S's P on the box (unless given: the synthetic set's come from its gate step), and S's
+        bottleneck features on the context, per item."""
+        contrasts = []
         for it, img in zip(items, images):
             hu = self.norm.to_hu(img[0].float()).numpy()
             contrasts.append(contrast_to_ring(hu, it.mask, it.labels == it.organ, self.spacing))
-            x = img[(slice(None), *it.box)][None].to(self.device)
-            m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None].to(self.device)
-            ps.append(float(gate_proportion(self.seg(x).float(), m, self.cfg.tumor_labels)[0]))
-            ctx.append(img)
-        s_norm = self.seg.normalizations[0]
-        crops = s_norm.from_hu(self.norm.to_hu(torch.stack(ctx).float()))  # S's own normalization
-        feats = encoder_features(self.seg, crops).numpy()
-        return {"contrast": contrasts, "p": ps, "features": feats}
+        if ps is None:
+            ps = []
+            for it, img in zip(items, images):
+                x = img[(slice(None), *it.box)][None].to(self.device)
+                m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None].to(self.device)
+                ps.append(float(judge(self.seg(x), m, self.cfg.tumor_labels, self.threshold)[0][0]))
+        feats = self.seg.features(self.norm.to_hu(torch.stack(list(images)).float())).numpy()
+        return {"contrast": contrasts, "p": list(ps), "features": feats}
 
     @torch.no_grad()
-    def synthesize(self, synth: Synthesize) -> list[torch.Tensor]:
-        """The fixed synthetic set painted by ``synth``: context crops (1, *context) with the synthesized box pasted."""
-        out = []
+    def synthesize(
+        self, synth: Synthesize, autocast: Callable[[], AbstractContextManager] = nullcontext
+    ) -> tuple[list[torch.Tensor], list[float]]:
+        """The fixed synthetic set painted by ``synth`` and judged by S on its box (the gate's step): context crops
+        (1, *context) with the synthesized box pasted, and each tumor's P."""
+        out, ps = [], []
         for it in self.synthetic:
-            m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None]
-            organ = torch.from_numpy(np.ascontiguousarray(it.labels[it.box] == it.organ))[None, None]
-            soft = soft_masks(m, organ, [it.edge_sigma_mm], self.spacing)
-            x = it.image[(slice(None), *it.box)][None]
-            index = torch.tensor([self.cfg.organ_labels.index(it.organ)])
-            x_hat = synth(x.to(self.device), soft.to(self.device), index.to(self.device)).float().cpu()
+            box = (slice(None), *it.box)
+            gated = synthesize_and_gate(
+                synth,
+                it.image[box][None].to(self.device),
+                torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None].to(self.device),
+                torch.from_numpy(np.ascontiguousarray(it.labels[it.box] == it.organ))[None, None].to(self.device),
+                torch.tensor([self.cfg.organ_labels.index(it.organ)], device=self.device),
+                [it.edge_sigma_mm],
+                self.spacing,
+                self.seg,
+                tumor_labels=self.cfg.tumor_labels,
+                threshold=self.threshold,
+                autocast=autocast,
+            )
             img = it.image.clone()
-            img[(slice(None), *it.box)] = x_hat[0]
+            img[box] = gated.x_hat[0].cpu()
             out.append(img)
-        return out
+            ps.append(float(gated.p[0]))
+        return out, ps
 
-    def evaluate(self, synth: Synthesize) -> tuple[dict[str, float], list[torch.Tensor]]:
+    def evaluate(
+        self, synth: Synthesize, autocast: Callable[[], AbstractContextManager] = nullcontext
+    ) -> tuple[dict[str, float], list[torch.Tensor]]:
         """The monitor's numbers for G as it is now (see the module docstring), and the synthesized fixed set."""
-        images = self.synthesize(synth)
-        syn = self._measure(self.synthetic, images)
+        images, ps = self.synthesize(synth, autocast)
+        syn = self._measure(self.synthetic, images, ps)
         real = self.real_stats
         out = {
             "n_synthetic": len(self.synthetic),
@@ -179,7 +193,6 @@ class RealismMonitor:
 # --- the fixed set -------------------------------------------------------------------------------------------------
 
 
-# --- the fixed set ----------------------------------------------------------------------------------------------
 def _fixed_regions(data: GeneratorData, n: int) -> list[Item]:
     out = []
     for k in range(n):

@@ -46,7 +46,8 @@ def unet_spec(features: Sequence[int], in_channels: int, out_channels: int, n_co
 
 
 def divisor(spec: dict[str, Any]) -> tuple[int, ...]:
-    """Product of the strides per axis: inputs must be divisible by it (``frozen.forward_padded`` pads to it)."""
+    """Product of the strides per axis: inputs must be divisible by it (``synthesis.padding.forward_padded`` pads to
+    it)."""
     out = [1, 1, 1]
     for s in spec["kwargs"]["strides"]:
         out = [a * b for a, b in zip(out, s)]

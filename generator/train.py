@@ -1,8 +1,9 @@
 """Adversarial training of the FreeTumor generator G on an nnU-Net preprocessed dataset (METHOD.md Eq. 1-3).
 
 Per optimizer step, on B healthy-organ regions with synthetic masks M and B real lesions in tumor-centred boxes (the
-mask's bounding box + a context margin in mm, ``crops.CropRule``; one box size per global batch, the largest asked for):
-    x_hat = Eq. 1 with G                               (synthesis.generator_synthesis; G may also see the soft mask)
+mask's bounding box + a context margin in mm, ``synthesis.boxes.CropRule``; one box size per global batch, the largest
+asked for):
+    x_hat = Eq. 1 with G                               (residual.generator_synthesis; G may also see the soft mask)
     L_seg = segmentation-guided loss through S          (S = frozen baseline nnU-Net of the fold, on the same box)
             "nonsat": mean_M -log p_tumor (default)      "paper": Eq. 2, 1 - mean_M p_tumor
     L_cls = -log C_real(x_hat) over M                   (non-saturating GAN loss, C voxel-wise bg/real/fake)
@@ -38,9 +39,6 @@ from tqdm import tqdm
 
 from nnunet_freetumor import __version__
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import CropRule
-from nnunet_freetumor.frozen import FrozenSegmenter, fold_split, forward_padded, load_gate_of_config
-from nnunet_freetumor.gate import gate_accept, gate_proportion, tumor_probability
 from nnunet_freetumor.generator import checkpoint, networks
 from nnunet_freetumor.generator.checkpoint import FINAL, LATEST, generator_folder
 from nnunet_freetumor.generator.data import (
@@ -60,10 +58,15 @@ from nnunet_freetumor.generator.losses import (
 )
 from nnunet_freetumor.generator.monitor import RealismMonitor
 from nnunet_freetumor.generator.plots import save_fixed_set_montage, save_progress_plot
-from nnunet_freetumor.intensity import ct_normalizations, normalized_to_window
 from nnunet_freetumor.io import atomic_write_text
 from nnunet_freetumor.labels import config_for_dataset
-from nnunet_freetumor.synthesis import generator_synthesis, soft_masks
+from nnunet_freetumor.segmenter import FrozenSegmenter, fold_split, load_segmenter
+from nnunet_freetumor.synthesis.boxes import CropRule
+from nnunet_freetumor.synthesis.gate import tumor_probability
+from nnunet_freetumor.synthesis.intensity import ct_normalizations, normalized_to_window
+from nnunet_freetumor.synthesis.padding import forward_padded
+from nnunet_freetumor.synthesis.pipeline import Gated, synthesize_and_gate
+from nnunet_freetumor.synthesis.residual import generator_synthesis
 
 LOSSES = ("both", "seg", "cls")
 CROPS = ("tumor", "patch")
@@ -209,7 +212,7 @@ class GeneratorTrainer:
         max_mm = tuple(c * s for c, s in zip(self.crop_size, self.spacing))
         self.rule = CropRule(margin, max_size_mm=max_mm) if args.crop == "tumor" else None
 
-        self.seg: FrozenSegmenter = load_gate_of_config(
+        self.seg: FrozenSegmenter = load_segmenter(
             self.cfg,
             results=results,
             preprocessed=preprocessed,
@@ -218,7 +221,8 @@ class GeneratorTrainer:
             configuration=args.configuration,
             fold=args.fold,
             checkpoint=args.gate_checkpoint,
-        ).to(self.device)
+            device=self.device,
+        )
         self.norm = ct_normalizations(plans.plans, args.configuration)[0]  # the data's (S maps it to its own)
 
         data_folder = pre / self.cm.data_identifier
@@ -297,18 +301,17 @@ class GeneratorTrainer:
         return t.contiguous(memory_format=torch.channels_last_3d) if self.cuda and t.ndim == 5 else t
 
     def synthesize_box(self, x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
-        """Eq. 1 with the current G on (1, 1, *box) normalized crops and soft masks."""
-        with self.autocast():
-            return generator_synthesis(
-                self.G,
-                x,
-                soft,
-                organ_index,
-                self.norm,
-                self.cfg.window,
-                networks.divisor(self.g_spec),
-                mask_input=networks.mask_input(self.g_spec),
-            )
+        """Eq. 1 with the current G on (N, 1, *box) normalized crops and soft masks."""
+        return generator_synthesis(
+            self.G,
+            x,
+            soft,
+            organ_index,
+            self.norm,
+            self.cfg.window,
+            networks.divisor(self.g_spec),
+            mask_input=networks.mask_input(self.g_spec),
+        )
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """This process's samples of a step as one batch: every fake sample cut to one box size (the largest the crop
@@ -331,13 +334,24 @@ class GeneratorTrainer:
             batch[k] = torch.stack([s[k] for s in samples])
         return batch
 
-    def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, x_hat, mask) of a collated batch's fake side, each (B, 1, *box)."""
-        x = self._to(batch["fake_image"])
+    def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Gated]:
+        """A collated batch's fake side through G and S: (the hard masks, the step), each (B, 1, *box)."""
         mask = batch["fake_mask"].to(self.device)
         organ = (batch["fake_labels"] == batch["fake_organ"].view(-1, 1, 1, 1))[:, None].to(self.device)
-        soft = soft_masks(mask, organ, batch["fake_edge_sigma_mm"].tolist(), self.spacing)
-        return x, self.synthesize_box(x, soft, batch["fake_organ_index"].to(self.device)), mask
+        gated = synthesize_and_gate(
+            self.synthesize_box,
+            self._to(batch["fake_image"]),
+            mask,
+            organ,
+            batch["fake_organ_index"].to(self.device),
+            batch["fake_edge_sigma_mm"].tolist(),
+            self.spacing,
+            self.seg,
+            tumor_labels=self.cfg.tumor_labels,
+            threshold=self.cfg.gate_threshold,
+            autocast=self.autocast,
+        )
+        return mask, gated
 
     def _c_logits(self, x_norm: torch.Tensor) -> torch.Tensor:
         window = normalized_to_window(x_norm, self.norm, self.cfg.window)
@@ -360,10 +374,10 @@ class GeneratorTrainer:
 
         # --- generator step (C frozen for this backward) ------------------------------------------------------------
         self.C.requires_grad_(False)
-        x, x_hat, mask = self.synthesize(batch)
+        mask, gated = self.synthesize(batch)
+        x_hat = gated.x_hat
         with self.autocast():
-            seg_logits = self.seg(x_hat)
-            loss_seg = seg_guided_loss(seg_logits, self.cfg.tumor_labels, mask, a.seg_loss)
+            loss_seg = seg_guided_loss(gated.logits, self.cfg.tumor_labels, mask, a.seg_loss)
             loss_g = loss_seg if use_seg else torch.zeros_like(loss_seg)
             if trains_c:
                 loss_cls = generator_adversarial_loss(self._c_logits(x_hat), mask)
@@ -375,14 +389,13 @@ class GeneratorTrainer:
         self._optimizer_step(self.G, self.opt_g, self.scaler_g)
         self.C.requires_grad_(True)
         with torch.no_grad():
-            logits = seg_logits.detach()
-            p = gate_proportion(logits, mask, self.cfg.tumor_labels)
+            s_p = masked_mean(tumor_probability(gated.logits.detach(), self.cfg.tumor_labels), mask)
             out.update(
                 loss_g=float(loss_g.detach().mean()),
                 loss_seg=float(loss_seg.detach().mean()),
-                s_p=float(masked_mean(tumor_probability(logits, self.cfg.tumor_labels), mask).mean()),
-                gate_p=float(p.mean()),
-                gate_accept=float(gate_accept(p, self.cfg.gate_threshold).float().mean()),
+                s_p=float(s_p.mean()),
+                gate_p=float(gated.p.mean()),
+                gate_accept=float(gated.accept.float().mean()),
             )
 
         # --- discriminator step -------------------------------------------------------------------------------------
@@ -491,7 +504,7 @@ class GeneratorTrainer:
         if self.monitor is not None:
             t = time.time()
             self.G.eval()
-            numbers, images = self.monitor.evaluate(self.synthesize_box)
+            numbers, images = self.monitor.evaluate(self.synthesize_box, self.autocast)
             self.G.train()
             entry.update(numbers)
             entry["monitor_s"] = time.time() - t

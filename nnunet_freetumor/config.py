@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnunet_freetumor.errors import FreeTumorConfigError  # raised here, and imported from here by most modules
+
 CONFIG_ENV = "nnUNet_freetumor_config"
 CONFIG_FILENAME = "freetumor_config.json"
-
-
-class FreeTumorConfigError(ValueError):
-    """A configuration or dataset problem the user must fix; the message says what and how."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,7 @@ class FreeTumorConfig:
     gate_trainer: str = "nnUNetTrainer"
     gate_checkpoint: str = "checkpoint_final.pth"
     # the dataset S was trained on (DatasetXXX_Name); None: this dataset. Set it to the labeled dataset a merged one was
-    # made from (freetumor_add_unlabeled -o NEW), as in the paper (S from labeled data only); see frozen.py's checks
+    # made from (freetumor_add_unlabeled -o NEW), as in the paper (S from labeled data only); see segmenter.py's checks
     gate_dataset: str | None = None
     # True: run the gate on a tumor-centred crop instead of the whole patch (cheaper, see README)
     gate_bbox_crop: bool = True

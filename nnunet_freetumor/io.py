@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nnunet_freetumor.config import FreeTumorConfigError
+from nnunet_freetumor.errors import FreeTumorConfigError
 
 # how far two files' headers may differ and still count as the same voxel grid (mm, mm, direction cosines)
 GEOMETRY_ATOL = {"spacing": 1e-4, "origin": 1e-3, "direction": 1e-4}
@@ -95,8 +95,6 @@ def new_dataset_folder(
     """``raw_root/DatasetXXX_name`` for a dataset about to be written, after nnU-Net's rules: an id in 1..999, an
     alphanumeric name, not the source dataset's id, and no other dataset with that id in ``raw_root`` or
     ``other_roots`` (nnU-Net resolves datasets by id). An existing folder of the same name needs ``overwrite``."""
-    from nnunet_freetumor.config import FreeTumorConfigError
-
     if not 1 <= int(dataset_id) <= 999:
         raise FreeTumorConfigError(f"the dataset id must be in 1..999, got {dataset_id}")
     if not name or not name.replace("_", "").isalnum():

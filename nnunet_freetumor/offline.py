@@ -4,15 +4,15 @@ matters, so this is the second-best use of the method).
 
 Per healthy training case of the source dataset (raw files, HU, native spacing):
 
-1. a tumor mask is drawn in millimetres inside a healthy organ (``masks.sample_tumor_mask`` at the native spacing) and
-   softened (``synthesis.soft_masks``, sigma ~ U(mask.edge_sigma_mm), clipped to the organ);
-2. a box around it is cut out: the generator's crop rule (``crops.CropRule`` from its checkpoint: the mask plus the
-   margin it was trained with, capped at its largest crop, all in millimetres); handcrafted: the mask plus
+1. a tumor mask is drawn in millimetres inside a healthy organ (``synthesis.masks.sample_tumor_mask`` at the native
+   spacing) and softened (``synthesis.masks.soft_masks``, sigma ~ U(mask.edge_sigma_mm), clipped to the organ);
+2. a box around it is cut out: the generator's crop rule (``synthesis.boxes.CropRule`` from its checkpoint: the mask
+   plus the margin it was trained with, capped at its largest crop, all in millimetres); handcrafted: the mask plus
    ``max(gate_bbox_margin_mm, 4 sigma_max)`` on every side (clipped to the image);
 3. **generator**: the box (image trilinearly, the soft mask too) is resampled to the generator's spacing (the plan's),
    normalized as the generator was trained (its metadata's CT normalization, clipping included), and Eq. 1 is applied
-   (``synthesis.generator_synthesis``). The HU difference it made (soft mask x residual, never clipped) is resampled
-   back to the native box and added where the native soft mask is > 0.
+   (``synthesis.residual.generator_synthesis``). The HU difference it made (soft mask x residual, never clipped) is
+   resampled back to the native box and added where the native soft mask is > 0.
    **handcrafted**: SyntheticTumors' textured HU offset directly at the native spacing, in HU.
    Either way every voxel where the native soft mask is 0 keeps its original value bit for bit;
 4. ``--gate``: the frozen baseline S judges the tumor on the plan-spacing box, normalized with the plan's CT
@@ -45,15 +45,16 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import CropRule
-from nnunet_freetumor.frozen import FrozenSegmenter, forward_padded, load_gate_of_config
-from nnunet_freetumor.gate import gate_accept, gate_proportion
-from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
 from nnunet_freetumor.io import check_complete, check_same_grid, new_dataset_folder, staged_folder
 from nnunet_freetumor.labels import config_for_dataset, healthy_organs
-from nnunet_freetumor.masks import choose_size_class, sample_tumor_mask
 from nnunet_freetumor.plots import Example, save_montage
-from nnunet_freetumor.synthesis import generator_synthesis, handcrafted_synthesis, handcrafted_texture, soft_masks
+from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
+from nnunet_freetumor.synthesis.boxes import CropRule
+from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
+from nnunet_freetumor.synthesis.intensity import CTNormalization, ct_normalizations
+from nnunet_freetumor.synthesis.masks import choose_size_class, sample_tumor_mask, soft_masks
+from nnunet_freetumor.synthesis.pipeline import judge
+from nnunet_freetumor.synthesis.residual import generator_synthesis
 
 SYNTHESIS_LOG = "synthesis_log.json"
 MASKS_FOLDER = "synthetic_masksTr"
@@ -147,16 +148,6 @@ def handcrafted_box(
     return handcrafted_synthesis(hu, soft, texture, difference, HU_IDENTITY, cfg.window.polarity)
 
 
-@torch.no_grad()
-def gate_p(seg: FrozenSegmenter, hu: torch.Tensor, mask: torch.Tensor, tumor_labels: Sequence[int]) -> float:
-    """P of Eq. 4 for one (X, Y, Z) HU box at the plan's spacing and its boolean tumor mask: S sees the box
-    normalized with the plan's CT normalization (clipped as nnU-Net's preprocessing does), padded to its stride."""
-    device = next(iter(seg.network.parameters()), torch.empty(0)).device
-    x = seg.normalizations[0].from_hu(hu)[None, None].to(device)
-    logits = forward_padded(seg.network, x, seg.divisor)
-    return float(gate_proportion(logits.float(), mask[None, None].to(device), tumor_labels)[0])
-
-
 # --- raw files -----------------------------------------------------------------------------------------------------
 
 
@@ -239,6 +230,11 @@ class SourceDataset:
     cfg: FreeTumorConfig
     cfg_source: str
 
+    def model_key(self) -> dict[str, str]:
+        """The dataset, plans and configuration a model (S, G) must have been trained for, as ``load_segmenter``
+        and the generator lookup take them."""
+        return {"dataset_name": self.name, "plans_name": self.plans_name, "configuration": self.configuration}
+
 
 def source_dataset(
     dataset: str,
@@ -291,27 +287,6 @@ def source_dataset(
         cfg=cfg,
         cfg_source=cfg_source,
     )
-
-
-def load_gate_model(
-    src: SourceDataset,
-    cfg: FreeTumorConfig,
-    results_root: str | os.PathLike | None,
-    fold: str,
-    checkpoint: str | os.PathLike | None = None,
-    device: torch.device | str = "cpu",
-) -> FrozenSegmenter:
-    """The frozen baseline S: ``checkpoint``, or the config's gate baseline of ``fold`` in the results."""
-    return load_gate_of_config(
-        cfg,
-        results=results_root,
-        preprocessed=os.environ.get("nnUNet_preprocessed"),
-        dataset_name=src.name,
-        plans_name=src.plans_name,
-        configuration=src.configuration,
-        fold=fold,
-        checkpoint=checkpoint,
-    ).to(torch.device(device))
 
 
 # --- the export ----------------------------------------------------------------------------------------------------
@@ -441,7 +416,14 @@ class OfflineExport:
 
     def _load_gate(self, results_root) -> None:
         req = self.req
-        self.seg = load_gate_model(self.src, self.cfg, results_root, req.fold, req.gate_checkpoint, self.device)
+        self.seg = load_segmenter(
+            self.cfg,
+            **self.src.model_key(),
+            fold=req.fold,
+            checkpoint=req.gate_checkpoint,
+            device=self.device,
+            results=results_root,
+        )
 
     # --- one case ---------------------------------------------------------------------------------------------------
     def candidate_organs(self, labels: np.ndarray) -> list[int]:
@@ -495,9 +477,16 @@ class OfflineExport:
             if plan_hu is None:
                 plan_hu = resample(out[None, None], size_at_spacing(out.shape, spacing, self.plan_spacing))[0, 0]
             plan_mask = resample_mask(m, plan_hu.shape)
-            result.p = gate_p(self.seg, plan_hu, plan_mask, cfg.tumor_labels)
-            accept = gate_accept(torch.tensor([result.p]), cfg.gate_threshold, torch.tensor([finite]))
-            result.accepted = bool(accept[0])
+            with torch.no_grad():
+                logits = self.seg.segment_hu(plan_hu[None, None])
+            p, accept = judge(
+                logits,
+                plan_mask[None, None].to(logits.device),
+                cfg.tumor_labels,
+                cfg.gate_threshold,
+                torch.tensor([finite], device=logits.device),
+            )
+            result.p, result.accepted = float(p[0]), bool(accept[0])
         return result
 
     def _case_rng(self, identifier: str, k: int) -> np.random.Generator:

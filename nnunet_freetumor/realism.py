@@ -32,7 +32,6 @@ from scipy import ndimage
 from scipy.linalg import sqrtm
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.frozen import FrozenSegmenter, forward_padded
 from nnunet_freetumor.offline import (
     RawCase,
     SourceDataset,
@@ -41,6 +40,7 @@ from nnunet_freetumor.offline import (
     read_synthesis_log,
     resample,
 )
+from nnunet_freetumor.segmenter import FrozenSegmenter
 
 # lesions smaller than this are left out of the Turing test and the FD (both kinds alike)
 MIN_LESION_VOXELS = 10
@@ -197,32 +197,6 @@ def contrast_to_ring(
 # --- features and distance -----------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def encoder_features(seg: FrozenSegmenter, crops: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Bottleneck features of S: (N, 1, X, Y, Z) normalized crops -> (N, F) float32 (CPU).
-
-    ``seg.network.encoder`` (dynamic-network-architectures U-Nets) returns its skips; the deepest one is
-    global-average-pooled. Inputs are padded (replicate) to the network's stride as ``frozen.forward_padded`` does."""
-    encoder = getattr(seg.network, "encoder", None)
-    if encoder is None:
-        raise FreeTumorConfigError(
-            f"the frozen network {type(seg.network).__name__} has no .encoder: feature extraction needs a "
-            "dynamic-network-architectures U-Net (nnU-Net's default)"
-        )
-
-    def bottleneck(x: torch.Tensor) -> torch.Tensor:
-        skips = encoder(x)
-        deepest = skips[-1] if isinstance(skips, (list, tuple)) else skips
-        return deepest.float().mean(dim=tuple(range(2, deepest.ndim)), keepdim=True)  # (B, F, 1, 1, 1)
-
-    device = next(iter(seg.network.parameters()), torch.empty(0)).device
-    feats = [
-        forward_padded(bottleneck, crops[i : i + batch_size].to(device), seg.divisor).flatten(1).cpu()
-        for i in range(0, len(crops), batch_size)
-    ]
-    return torch.cat(feats) if feats else torch.zeros((0, 0))
-
-
 def covariance(feats: np.ndarray, shrinkage: float = 0.0) -> np.ndarray:
     """Sample covariance of (N, F) features, optionally shrunk towards ``tr(S)/F * I`` by ``shrinkage`` in [0, 1]."""
     if not 0.0 <= shrinkage <= 1.0:
@@ -290,11 +264,7 @@ def realism_report(
             f"the Fréchet distance needs at least 2 tumors per set, found {len(real)} real and {len(synthetic)} "
             f"synthetic (lesions >= {MIN_LESION_VOXELS} voxels)"
         )
-    norm = seg.normalizations[0]
-    feats = [
-        encoder_features(seg, norm.from_hu(lesion_crops(les, transpose_forward, spacing, size)))
-        for les in (real, synthetic)
-    ]
+    feats = [seg.features(lesion_crops(les, transpose_forward, spacing, size)) for les in (real, synthetic)]
     n_features = int(feats[0].shape[1])
     return {
         "frechet_distance": frechet_distance(feats[0], feats[1], shrinkage=shrinkage),

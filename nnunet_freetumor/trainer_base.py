@@ -24,14 +24,13 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.crops import CropRule, tumor_box
-from nnunet_freetumor.frozen import FrozenSegmenter, load_gate_of_config
-from nnunet_freetumor.gate import gate_accept, gate_proportion
-from nnunet_freetumor.intensity import ct_normalizations
 from nnunet_freetumor.io import atomic_save, atomic_write_text
 from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, healthy_organs, tumor_label_lut
 from nnunet_freetumor.plots import Example, example_from_sample, save_montage
-from nnunet_freetumor.synthesis import soft_masks
+from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
+from nnunet_freetumor.synthesis.boxes import CropRule, tumor_box
+from nnunet_freetumor.synthesis.intensity import ct_normalizations
+from nnunet_freetumor.synthesis.pipeline import synthesize_and_gate
 from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
 
 STATS_FILENAME = "freetumor_stats.json"
@@ -345,7 +344,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         self.move_synthesizer_to_device()
 
     def load_gate(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> FrozenSegmenter:
-        return load_gate_of_config(
+        return load_segmenter(
             self.freetumor_config,
             results=results,
             preprocessed=os.environ.get("nnUNet_preprocessed"),
@@ -400,16 +399,25 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         x = torch.stack([data[b][box] for b, box in zip(idx.tolist(), boxes)])
         crop_mask = torch.stack([m[i][box[1:]] for i, box in enumerate(boxes)])[:, None]
         crop_organ = torch.stack([organ[i][box] for i, box in enumerate(boxes)])
-        soft = soft_masks(crop_mask, crop_organ, sigmas, self.configuration_manager.spacing)
-        with self._autocast():
-            x_hat = self.synthesize_crops(x, soft, organ_index).float()
-        finite = torch.isfinite(x_hat).flatten(1).all(1)
-        p = torch.full((len(idx),), float("nan"), device=self.device)
-        if self.gate_model is not None:
-            p = self._gate(data, idx, boxes, x_hat, crop_mask, m)
-            accept = gate_accept(p, cfg.gate_threshold, finite)
-        else:
-            accept = finite
+
+        def whole_patches(x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return pasted(data[idx], boxes, x_hat), m[:, None]
+
+        gated = synthesize_and_gate(
+            self.synthesize_crops,
+            x,
+            crop_mask,
+            crop_organ,
+            organ_index,
+            sigmas,
+            self.configuration_manager.spacing,
+            self.gate_model,
+            tumor_labels=cfg.tumor_labels,
+            threshold=cfg.gate_threshold,
+            context=None if cfg.gate_bbox_crop else whole_patches,
+            autocast=self._autocast,
+        )
+        x_hat, p, accept, finite = gated.x_hat, gated.p, gated.accept, gated.finite
         accept_all = torch.zeros_like(has)
         accept_all[idx] = accept
         for i, (b, box) in enumerate(zip(idx.tolist(), boxes)):
@@ -419,7 +427,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
             if before is not None:
                 verdict = "accepted" if accept[i] else "rejected"
                 self.remember_example(
-                    data[b] if accept[i] else _pasted(before, box, x_hat[i]),
+                    data[b] if accept[i] else pasted(before[None], [box], x_hat[i : i + 1])[0],
                     m[i],
                     f"{verdict} P={float(p[i]):.2f}",
                     before=before,
@@ -444,19 +452,6 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         cfg = self.freetumor_config
         return CropRule(max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1]))
 
-    def _gate(self, data, idx, boxes, x_hat, crop_mask, m) -> torch.Tensor:
-        seg = self.gate_model
-        if self.freetumor_config.gate_bbox_crop:
-            inputs, gate_mask = x_hat, crop_mask
-        else:
-            inputs = data[idx].clone()
-            for i, box in enumerate(boxes):
-                inputs[i][box] = x_hat[i].to(inputs.dtype)
-            gate_mask = m[:, None]
-        with self._autocast():
-            logits = seg(inputs)
-        return gate_proportion(logits.float(), gate_mask, self.freetumor_config.tumor_labels)
-
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._epoch_counts.update(accepted=0, rejected=0, nonfinite=0, p_sum=0.0, p_n=0)
@@ -468,7 +463,9 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         return counts
 
 
-def _pasted(image: torch.Tensor, box: tuple[slice, ...], crop: torch.Tensor) -> torch.Tensor:
-    out = image.clone()
-    out[box] = crop.to(out.dtype)
+def pasted(images: torch.Tensor, boxes: list[tuple[slice, ...]], crops: torch.Tensor) -> torch.Tensor:
+    """Copies of ``images`` (N, C, ...) with ``crops`` (N, C, *box) pasted at ``boxes`` (each (channels, *spatial))."""
+    out = images.clone()
+    for i, box in enumerate(boxes):
+        out[i][box] = crops[i].to(out.dtype)
     return out

@@ -25,10 +25,10 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 
 from nnunet_freetumor.config import FreeTumorConfig
-from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.labels import healthy_organs
-from nnunet_freetumor.masks import bbox, sample_tumor_mask
-from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture, soft_masks
+from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
+from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.masks import bbox, sample_tumor_mask, soft_masks
 
 MODES = ("mask", "handcrafted")
 

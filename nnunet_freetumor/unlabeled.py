@@ -11,7 +11,7 @@ dataset's dataset.json) and, per case, an organ mask that is either
   and direction within ``io.GEOMETRY_ATOL``), or
 * **predicted** with an nnU-Net model through nnU-Net's own ``nnUNetPredictor`` (default: the dataset's baseline
   ``$nnUNet_results/<dataset>/<gate_trainer>__<plans>__<configuration>``; any other model folder with a label map
-  from its label ids to the dataset's). Checkpoints are first read with ``frozen.load_nnunet_checkpoint`` (no pickled
+  from its label ids to the dataset's). Checkpoints are first read with ``segmenter.load_nnunet_checkpoint`` (no pickled
   code runs) before nnU-Net loads them.
 
 Label ids that the map does not name become background (0), and the report counts them per case.
@@ -569,7 +569,7 @@ class AddUnlabeled:
 
     def _prepare_model(self) -> None:
         """Find the organ model, check its folds, labels and channels; build the label map."""
-        from nnunet_freetumor.frozen import load_nnunet_checkpoint
+        from nnunet_freetumor.segmenter import load_nnunet_checkpoint
 
         req = self.req
         if req.organ_model:

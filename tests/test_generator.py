@@ -19,8 +19,8 @@ from nnunet_freetumor.generator.data import StepSampler
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
 from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, divisor, mask_input, unet_spec, zero_output_layer
 from nnunet_freetumor.generator.train import no_seg_signal
-from nnunet_freetumor.intensity import CTNormalization
-from nnunet_freetumor.synthesis import generator_residual, generator_synthesis
+from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.residual import generator_residual, generator_synthesis
 
 
 def logits_with(channel: int, shape=(2, 3, 4, 5, 6), strength: float = 30.0) -> torch.Tensor:
@@ -226,8 +226,8 @@ def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, base
 
     def l_seg() -> float:
         with torch.no_grad():
-            _, x_hat, mask = tr.synthesize(batch)
-            logits = tr.seg.network(x_hat)
+            mask, gated = tr.synthesize(batch)
+            logits = tr.seg.network(gated.x_hat)
             return float(seg_guided_loss(logits, tr.cfg.tumor_labels, mask).mean())
 
     before = l_seg()

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nnunet_freetumor.config import FreeTumorConfigError, WindowConfig
-from nnunet_freetumor.intensity import (
+from nnunet_freetumor.synthesis.intensity import (
     CTNormalization,
     ct_normalizations,
     hu_to_window,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nnunet_freetumor.config import DEFAULT_SIZE_CLASSES, MaskConfig
-from nnunet_freetumor.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask
+from nnunet_freetumor.synthesis.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask
 
 ANISO = (3.0, 1.5, 0.8)  # mm per axis, deliberately different
 

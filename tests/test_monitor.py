@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, OrganTumorPair
-from nnunet_freetumor.frozen import FrozenSegmenter
 from nnunet_freetumor.generator.monitor import Item, RealismMonitor
-from nnunet_freetumor.intensity import CTNormalization
+from nnunet_freetumor.segmenter import FrozenSegmenter
+from nnunet_freetumor.synthesis.intensity import CTNormalization
 
 NORM = CTNormalization(mean=100.0, std=20.0, lower=-100.0, upper=300.0)
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))

@@ -15,16 +15,12 @@ from conftest import DATASET, DATASET_ID, Demo, run
 from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
-from nnunet_freetumor.crops import synthesis_box
-from nnunet_freetumor.frozen import FrozenSegmenter
 from nnunet_freetumor.generator.networks import build, divisor, unet_spec
-from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.io import staged_folder
 from nnunet_freetumor.offline import (
     SYNTHESIS_LOG,
     ExportRequest,
     OfflineExport,
-    gate_p,
     generator_box,
     handcrafted_box,
     raw_training_cases,
@@ -33,7 +29,11 @@ from nnunet_freetumor.offline import (
     size_at_spacing,
     write_like,
 )
-from nnunet_freetumor.synthesis import soft_masks
+from nnunet_freetumor.segmenter import FrozenSegmenter
+from nnunet_freetumor.synthesis.boxes import synthesis_box
+from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.masks import soft_masks
+from nnunet_freetumor.synthesis.pipeline import judge
 
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))
 PLAN_NORM = CTNormalization(mean=100.0, std=25.0, lower=20.0, upper=190.0)
@@ -199,7 +199,11 @@ def test_handcrafted_box_darkens_inside_the_soft_mask_only():
     assert torch.equal(out, again)  # all randomness comes from the rng
 
 
-def test_gate_p_is_the_share_of_mask_voxels_the_segmenter_calls_tumor():
+def p_of(seg: FrozenSegmenter, hu: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(judge(seg.segment_hu(hu[None, None]), mask[None, None], (2,), 0.7)[0][0])
+
+
+def test_the_gate_on_an_hu_box_is_the_share_of_mask_voxels_the_segmenter_calls_tumor():
     hu = torch.full((8, 16, 16), 110.0)
     mask = torch.zeros_like(hu, dtype=torch.bool)
     mask[2:6, 4:12, 4:12] = True  # 256 voxels
@@ -207,8 +211,8 @@ def test_gate_p_is_the_share_of_mask_voxels_the_segmenter_calls_tumor():
     dark[2:6, 4:12, 4:8] = False  # 128 of them dark
     hu[dark] = 40.0
     seg = stub_segmenter(PLAN_NORM.from_hu(torch.tensor(60.0)).item())
-    assert gate_p(seg, hu, mask, (2,)) == pytest.approx(0.5)
-    assert gate_p(seg, hu, dark, (2,)) == pytest.approx(1.0)
+    assert p_of(seg, hu, mask) == pytest.approx(0.5)
+    assert p_of(seg, hu, dark) == pytest.approx(1.0)
 
 
 # --- files and folders ---------------------------------------------------------------------------------------------

@@ -16,15 +16,15 @@ import torch
 from conftest import DATASET, DATASET_ID, ENOUGH_SAMPLES, GENERATOR_ARGS, Demo, read_stats, run, train_env
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair, WindowConfig
-from nnunet_freetumor.frozen import (
-    FrozenSegmenter,
-    check_gate_of_another_dataset,
-    load_frozen_segmenter,
-    load_nnunet_checkpoint,
-)
 from nnunet_freetumor.generator import checkpoint
 from nnunet_freetumor.generator.checkpoint import check_generator_compatible
-from nnunet_freetumor.intensity import CTNormalization
+from nnunet_freetumor.segmenter import (
+    FrozenSegmenter,
+    check_gate_of_another_dataset,
+    load_nnunet_checkpoint,
+    load_segmenter,
+)
+from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.trainer_base import check_organs_present
 
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))
@@ -165,11 +165,10 @@ def test_a_baseline_of_another_fold_plans_or_configuration_is_refused(demo: Demo
             "plans_name": "nnUNetPlans",
             "configuration": "3d_fullres",
             "fold": 0,
-            "fix_hint": "HINT",
             **wrong,
         }
         with pytest.raises(FreeTumorConfigError, match=message):
-            load_frozen_segmenter(baseline, **kw)
+            load_segmenter(CFG, checkpoint=baseline, **kw)
 
 
 # --- datasets ------------------------------------------------------------------------------------------------------

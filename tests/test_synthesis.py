@@ -5,15 +5,10 @@ from scipy.ndimage import gaussian_filter
 
 from nnunet_freetumor.config import HandcraftedConfig, WindowConfig
 from nnunet_freetumor.generator.networks import build, divisor, unet_spec
-from nnunet_freetumor.intensity import CTNormalization
-from nnunet_freetumor.synthesis import (
-    apply_residual,
-    gaussian_blur3d,
-    generator_synthesis,
-    handcrafted_synthesis,
-    handcrafted_texture,
-    soft_masks,
-)
+from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
+from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.masks import gaussian_blur3d, soft_masks
+from nnunet_freetumor.synthesis.residual import apply_residual, generator_synthesis
 
 NORM = CTNormalization(mean=100.0, std=30.0, lower=-100.0, upper=250.0)
 ABDOMEN = WindowConfig(-175, 250, -1)
@@ -106,7 +101,7 @@ def test_clipped_voxels_still_pass_gradients_to_the_residual_but_values_are_exac
 
 
 def test_crop_rule_boxes_hold_the_mask_and_its_margin_in_mm_on_anisotropic_spacing():
-    from nnunet_freetumor.crops import CropRule
+    from nnunet_freetumor.synthesis.boxes import CropRule
 
     spacing = (4.0, 2.5, 1.0)
     mask = torch.zeros((30, 60, 120), dtype=torch.bool)

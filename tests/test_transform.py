@@ -7,8 +7,8 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_freetumor.config import FreeTumorConfig, OrganTumorPair
-from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.labels import apply_tumor_labels, tumor_label_lut
+from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
 
 NORM = CTNormalization(mean=100.0, std=30.0, lower=-50.0, upper=200.0)

@@ -12,18 +12,17 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.frozen import FrozenSegmenter
 from nnunet_freetumor.generator.networks import build, unet_spec
-from nnunet_freetumor.intensity import CTNormalization
 from nnunet_freetumor.offline import RawCase
 from nnunet_freetumor.realism import (
     Lesion,
     covariance,
-    encoder_features,
     frechet_distance,
     plan_crop,
     real_lesions,
 )
+from nnunet_freetumor.segmenter import FrozenSegmenter
+from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.turing import axial_crop, make_kit, score
 
 # --- scoring --------------------------------------------------------------------------------------------------------
@@ -140,15 +139,15 @@ def tiny_segmenter(divisor=(4, 4, 4)) -> FrozenSegmenter:
     return FrozenSegmenter(net, (norm,), 3, (16, 16, 16), divisor, Path("tiny"), "tiny")
 
 
-def test_encoder_features_are_the_global_average_of_the_deepest_skip():
+def test_segmenter_features_are_the_global_average_of_the_deepest_skip_on_s_normalized_input():
     seg = tiny_segmenter()
-    x = torch.randn(5, 1, 16, 16, 16)
-    feats = encoder_features(seg, x, batch_size=2)
+    hu = 100.0 + 60.0 * torch.randn(5, 1, 16, 16, 16)
+    feats = seg.features(hu, batch_size=2)
     with torch.no_grad():
-        expected = seg.network.encoder(x)[-1].mean(dim=(2, 3, 4))
+        expected = seg.network.encoder(seg.normalizations[0].from_hu(hu))[-1].mean(dim=(2, 3, 4))
     assert feats.shape == (5, 16)
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
-    odd = encoder_features(seg, torch.randn(2, 1, 15, 13, 16))  # padded to the stride
+    odd = seg.features(100.0 + torch.randn(2, 1, 15, 13, 16))  # padded to the stride
     assert odd.shape == (2, 16) and torch.isfinite(odd).all()
 
 

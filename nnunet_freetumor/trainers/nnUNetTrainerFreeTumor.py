@@ -14,7 +14,7 @@ from nnunet_freetumor.generator.checkpoint import (
     load_compatible_generator,
 )
 from nnunet_freetumor.generator.networks import divisor, mask_input
-from nnunet_freetumor.synthesis import generator_synthesis
+from nnunet_freetumor.synthesis.residual import generator_synthesis
 from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
 
 

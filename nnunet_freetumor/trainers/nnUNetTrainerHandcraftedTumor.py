@@ -8,7 +8,7 @@ quality gate, so that the gate's value can be measured apart from the generator.
 import numpy as np
 import torch
 
-from nnunet_freetumor.synthesis import handcrafted_synthesis, handcrafted_texture
+from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
 from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase, SyntheticTumorTrainerBase
 
 

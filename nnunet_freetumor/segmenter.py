@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.intensity import CTNormalization, ct_normalizations
+from nnunet_freetumor.synthesis.intensity import CTNormalization, ct_normalizations
+from nnunet_freetumor.synthesis.padding import forward_padded
 
 TRUST_ENV = "nnUNet_freetumor_trust_checkpoints"
 
@@ -96,6 +97,43 @@ class FrozenSegmenter:
             )
         return forward_padded(self.network, x, self.divisor)
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.network.parameters()), torch.empty(0)).device
+
+    def from_hu(self, hu: torch.Tensor) -> torch.Tensor:
+        """HU -> S's own (training) CT normalization, clipped as nnU-Net's preprocessing clips."""
+        return self.normalizations[0].from_hu(hu)
+
+    def segment_hu(self, hu: torch.Tensor) -> torch.Tensor:
+        """S's logits for (B, 1, *spatial) HU images, normalized as S's training data, any spatial size."""
+        return forward_padded(self.network, self.from_hu(hu).to(self.device), self.divisor)
+
+    @torch.no_grad()
+    def features(self, hu: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Bottleneck features of S: (N, 1, X, Y, Z) HU crops (normalized as S's training data) -> (N, F) float32 on
+        the CPU. The encoder of a dynamic-network-architectures U-Net returns its skips; the deepest is global-average
+        pooled. Inputs are padded (replicate) to the network's stride as in ``__call__``."""
+        encoder = getattr(self.network, "encoder", None)
+        if encoder is None:
+            raise FreeTumorConfigError(
+                f"the frozen network {type(self.network).__name__} has no .encoder: feature extraction needs a "
+                "dynamic-network-architectures U-Net (nnU-Net's default)"
+            )
+
+        def bottleneck(x: torch.Tensor) -> torch.Tensor:
+            skips = encoder(x)
+            deepest = skips[-1] if isinstance(skips, (list, tuple)) else skips
+            return deepest.float().mean(dim=tuple(range(2, deepest.ndim)), keepdim=True)  # (B, F, 1, 1, 1)
+
+        feats = [
+            forward_padded(bottleneck, self.from_hu(hu[i : i + batch_size]).to(self.device), self.divisor)
+            .flatten(1)
+            .cpu()
+            for i in range(0, len(hu), batch_size)
+        ]
+        return torch.cat(feats) if feats else torch.zeros((0, 0))
+
 
 def freeze(module: nn.Module) -> nn.Module:
     """Eval mode, no gradients for the parameters (activations still carry gradients to the input)."""
@@ -105,7 +143,7 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_frozen_segmenter(
+def _load_checkpoint(
     checkpoint: str | os.PathLike,
     *,
     dataset_name: str,
@@ -196,28 +234,33 @@ def load_frozen_segmenter(
     )
 
 
-def load_gate_of_config(
+def load_segmenter(
     cfg: FreeTumorConfig,
     *,
-    results: str | os.PathLike | None,
-    preprocessed: str | os.PathLike | None,
     dataset_name: str,
     plans_name: str,
     configuration: str,
     fold: int | str,
     checkpoint: str | os.PathLike | None = None,
     override: str = "--gate_checkpoint",
+    device: torch.device | str = "cpu",
+    results: str | os.PathLike | None = None,
+    preprocessed: str | os.PathLike | None = None,
 ) -> FrozenSegmenter:
-    """S as the config names it: ``checkpoint`` if given, else the ``cfg.gate_trainer`` baseline of the fold of
-    ``cfg.gate_dataset`` (default ``dataset_name``) in ``results``; ``override`` names the user's way to pass another
-    checkpoint (for the error that says how to fix a missing one)."""
+    """The one way to S: ``checkpoint`` if given, else the ``cfg.gate_trainer`` baseline of the fold of
+    ``cfg.gate_dataset`` (default ``dataset_name``) in ``results``, checked against the dataset, plans, configuration
+    and fold it is used for, frozen, on ``device``. ``override`` names the user's way to pass another checkpoint (for
+    the error that says how to fix a missing one). ``results`` / ``preprocessed`` default to ``$nnUNet_results`` /
+    ``$nnUNet_preprocessed``."""
+    results = results or os.environ.get("nnUNet_results")
+    preprocessed = preprocessed or os.environ.get("nnUNet_preprocessed")
     gate_dataset = cfg.gate_dataset or dataset_name
     if not checkpoint:
         if results is None:
             raise FreeTumorConfigError(f"set nnUNet_results (where the baseline is) or pass {override}")
         checkpoint = baseline_folder(results, gate_dataset, cfg.gate_trainer, plans_name, configuration, fold)
         checkpoint = checkpoint / cfg.gate_checkpoint
-    return load_frozen_segmenter(
+    return _load_checkpoint(
         checkpoint,
         dataset_name=dataset_name,
         plans_name=plans_name,
@@ -227,7 +270,7 @@ def load_gate_of_config(
         f"{cfg.gate_trainer} -p {plans_name}` (or use {override}).",
         gate_dataset=gate_dataset,
         preprocessed=preprocessed,
-    )
+    ).to(torch.device(device))
 
 
 def check_gate_of_another_dataset(
@@ -288,20 +331,6 @@ def fold_split(dataset_folder: str | os.PathLike, fold: int | str, missing: str)
     if int(fold) >= len(splits):
         raise FreeTumorConfigError(f"fold {fold} is not in {path} ({len(splits)} splits)")
     return splits[int(fold)]
-
-
-def forward_padded(net: nn.Module, x: torch.Tensor, divisor: tuple[int, ...]) -> torch.Tensor:
-    """Run a fully convolutional net on ``x`` (B, C, *spatial) of any size: pad (replicate) each spatial axis up to a
-    multiple of ``divisor``, run, crop the output back."""
-    spatial = x.shape[2:]
-    target = [int(np.ceil(s / d) * d) for s, d in zip(spatial, divisor)]
-    if list(spatial) == target:
-        return net(x)
-    pad = []
-    for s, t in reversed(list(zip(spatial, target))):
-        pad += [0, t - s]
-    out = net(torch.nn.functional.pad(x, pad, mode="replicate"))
-    return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
 
 
 def _load_json(path: Path) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt, zoom
 
 from nnunet_freetumor.config import MaskConfig, SizeClass
@@ -116,3 +118,41 @@ def sample_tumor_mask(
     shape = deformed_ellipsoid(radii, spacing, deform, rng)
     mask = paste(organ.shape, shape, centre) & organ
     return mask if mask.any() else None
+
+
+# --- soft masks (Gaussian smoothing, torch) ------------------------------------------------------------------------
+
+
+def gaussian_kernel1d(sigma: float, size: int | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian; ``size`` defaults to 2*ceil(3 sigma)+1 (odd)."""
+    if size is None:
+        size = 2 * int(np.ceil(3 * sigma)) + 1
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    k = torch.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur3d(x: torch.Tensor, sigma: Sequence[float], size: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, X, Y, Z) with per-axis ``sigma`` in voxels, zero padding ('same' size)."""
+    b, c = x.shape[:2]
+    out = x.reshape(b * c, 1, *x.shape[2:])
+    for axis, s in enumerate(sigma):
+        if s <= 0:
+            continue
+        k = gaussian_kernel1d(float(s), size, device=x.device, dtype=x.dtype)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = k.numel() // 2
+        out = F.conv3d(F.pad(out, pad), k.view(shape))
+    return out.reshape(x.shape)
+
+
+def soft_masks(
+    mask: torch.Tensor, organ: torch.Tensor, sigma_mm: Sequence[float], spacing: Sequence[float]
+) -> torch.Tensor:
+    """Soft tumor masks for Eq. 1: each (hard) mask blurred with its own sigma (mm), multiplied by its organ so that
+    nothing outside the organ changes. mask, organ: (B, 1, X, Y, Z) bool; sigma_mm: B values -> (B, 1, ...) float."""
+    sp = torch.as_tensor(spacing, dtype=torch.float64)
+    out = torch.stack([gaussian_blur3d(m[None].float(), (float(s) / sp).tolist())[0] for m, s in zip(mask, sigma_mm)])
+    return out * organ.to(out.dtype)
