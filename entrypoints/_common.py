@@ -1,23 +1,11 @@
-"""Shared bits of the console scripts: nnU-Net path checks and one-line errors instead of tracebacks."""
+"""Shared bits of the console scripts: one-line errors instead of tracebacks (nnU-Net's folders: ``env``)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
 from nnunet_freetumor.config import FreeTumorConfigError
-
-
-def require_env(*names: str) -> dict[str, str]:
-    """nnU-Net's path variables, or exit with one line saying which to set."""
-    missing = [n for n in names if not os.environ.get(n)]
-    if missing:
-        fail(
-            f"set the nnU-Net path variable(s) {', '.join(missing)} (see nnU-Net's documentation/set_environment_"
-            "variables.md)"
-        )
-    return {n: os.environ[n] for n in names}
 
 
 def fail(msg: str, code: int = 2) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
-from nnunet_freetumor.entrypoints._common import require_env, run_cli
+from nnunet_freetumor import env
+from nnunet_freetumor.entrypoints._common import run_cli
 
 EPILOG = """\
 Images: UNLABELED_FOLDER/{case}_0000<file_ending> (one file per channel, as in imagesTr; the channels and the file
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> int:
-        paths = require_env("nnUNet_raw", "nnUNet_preprocessed")
+        paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
         from nnunet_freetumor.unlabeled import (
             AddUnlabeled,
             QualityFilters,
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             npp=args.npp,
             nps=args.nps,
         )
-        op = AddUnlabeled(req, paths["nnUNet_raw"], paths["nnUNet_preprocessed"], os.environ.get("nnUNet_results"))
+        op = AddUnlabeled(req, paths[env.RAW], paths[env.PREPROCESSED], env.get(env.RESULTS))
         if op.model_folder is not None:
             print(
                 f"predicting the organ masks of {len(op.cases)} case(s) with {op.model_folder} "

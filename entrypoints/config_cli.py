@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import (
     CHEST_WINDOW,
-    CONFIG_ENV,
     CONFIG_FILENAME,
     OrganTumorPair,
     SizeClass,
     WindowConfig,
 )
-from nnunet_freetumor.entrypoints._common import fail, require_env, run_cli
+from nnunet_freetumor.entrypoints._common import fail, run_cli
 from nnunet_freetumor.labels import check_pairs_against_dataset, config_for_dataset
 
 EPILOG = f"""\
 Where trainers and freetumor_train_generator look for the config (first found wins):
-  1. the file in the environment variable {CONFIG_ENV}
+  1. the file in the environment variable {env.CONFIG}
   2. $nnUNet_preprocessed/DatasetXXX_Name/{CONFIG_FILENAME}   (what --write creates)
   3. inferred from dataset.json label names ("liver" + "liver tumor", "kidney" + "tumor", ...)
 Examples:
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "not be in this dataset's validation split: --make_split ensures that)",
     )
     p.add_argument("--write", action="store_true", help=f"save to $nnUNet_preprocessed/<dataset>/{CONFIG_FILENAME}")
-    p.add_argument("-o", "--output", help="save to this file instead (use it through " + CONFIG_ENV + ")")
+    p.add_argument("-o", "--output", help="save to this file instead (use it through " + env.CONFIG + ")")
     return p
 
 
@@ -96,14 +95,14 @@ def main() -> int:
     def run() -> int:
         from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-        pre = require_env("nnUNet_preprocessed")["nnUNet_preprocessed"]
+        pre = env.nnunet_folders(env.PREPROCESSED)[env.PREPROCESSED]
         try:
             name = maybe_convert_to_dataset_name(args.dataset)
         except RuntimeError as e:
             fail(f"{e}. Run nnUNetv2_plan_and_preprocess -d {args.dataset} first.")
         folder = Path(pre, name)
         dataset_json = json.loads((folder / "dataset.json").read_text())
-        cfg, source = config_for_dataset(dataset_json, folder, environ={} if args.pair else os.environ)
+        cfg, source = config_for_dataset(dataset_json, folder, environ={} if args.pair else None)
         changes: dict = {}
         if args.pair:
             pairs = []

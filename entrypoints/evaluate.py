@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from nnunet_freetumor import env
 from nnunet_freetumor.entrypoints._common import fail
 
 DESCRIPTION = """\
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dataset_json_of(dataset: str) -> Path:
     """dataset.json of an nnU-Net dataset name or id, from $nnUNet_preprocessed, else $nnUNet_raw."""
-    roots = [os.environ.get(v) for v in ("nnUNet_preprocessed", "nnUNet_raw")]
+    roots = [env.get(v) for v in (env.PREPROCESSED, env.RAW)]
     if not any(roots):
         fail("-d needs $nnUNet_preprocessed or $nnUNet_raw; set one or pass -djfile dataset.json")
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name

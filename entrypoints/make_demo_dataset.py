@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunet_freetumor import env
 from nnunet_freetumor.entrypoints._common import fail
 from nnunet_freetumor.phantom import LESION_APPEARANCES
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    raw = a.output or os.environ.get("nnUNet_raw")
+    raw = a.output or env.get(env.RAW)
     if not raw:
         fail(
             "no output folder: set the nnUNet_raw environment variable (nnU-Net's raw data folder) or pass -o RAW_ROOT"
@@ -126,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  test cases: {counts['test']} ({counts['test_healthy']} healthy); {counts['lesions']} lesions in all "
         "(see phantom_cases.json)",
     ]
-    preprocessed = os.environ.get("nnUNet_preprocessed")
+    preprocessed = env.get(env.PREPROCESSED)
     if a.overwrite and preprocessed and (Path(preprocessed) / folder.name).exists():
         lines.append(
             f"  note: {Path(preprocessed) / folder.name} belongs to the replaced dataset: plan and preprocess again"
         )
-    env_raw = os.environ.get("nnUNet_raw")
+    env_raw = env.get(env.RAW)
     if not env_raw or Path(env_raw).resolve() != Path(raw).resolve():
         lines.append(f"  note: nnU-Net finds the dataset only with nnUNet_raw={Path(raw).resolve()}")
     lines.append(f"next: nnUNetv2_plan_and_preprocess -d {a.dataset_id} -c 3d_fullres --verify_dataset_integrity")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from nnunet_freetumor.entrypoints._common import require_env, run_cli
+from nnunet_freetumor import env
+from nnunet_freetumor.entrypoints._common import run_cli
 
 EPILOG = """\
 Reads the raw training cases of DATASET ($nnUNet_raw/DatasetXXX_Name/imagesTr, labelsTr; HU, native spacing) whose
@@ -66,7 +66,7 @@ def main() -> int:
     args = build_parser().parse_args()
 
     def run() -> int:
-        paths = require_env("nnUNet_raw", "nnUNet_preprocessed")
+        paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
         from nnunet_freetumor.offline import ExportRequest, OfflineExport
 
         req = ExportRequest(
@@ -87,7 +87,7 @@ def main() -> int:
             overwrite=args.overwrite,
             device=args.device,
         )
-        export = OfflineExport(req, paths["nnUNet_raw"], paths["nnUNet_preprocessed"], os.environ.get("nnUNet_results"))
+        export = OfflineExport(req, paths[env.RAW], paths[env.PREPROCESSED], env.get(env.RESULTS))
         result = export.run(progress=not args.no_progress)
         print(
             f"wrote {len(result.written)} synthetic case(s) to {result.folder} ({export.req.method}"

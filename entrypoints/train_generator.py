@@ -7,7 +7,8 @@ import os
 
 import torch
 
-from nnunet_freetumor.entrypoints._common import require_env, run_cli
+from nnunet_freetumor import env
+from nnunet_freetumor.entrypoints._common import run_cli
 from nnunet_freetumor.generator.losses import SEG_LOSSES
 from nnunet_freetumor.generator.train import CROPS, INITS, LOSSES, GeneratorTrainingArgs
 
@@ -153,7 +154,7 @@ def main() -> int:
     args = build_parser().parse_args()
 
     def run() -> int:
-        paths = require_env("nnUNet_preprocessed", "nnUNet_results")
+        paths = env.nnunet_folders(env.PREPROCESSED, env.RESULTS)
         from nnunet_freetumor.generator.train import GeneratorTrainer
 
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -192,7 +193,7 @@ def main() -> int:
                 monitor_n=args.monitor_n,
                 gate_checkpoint=args.gate_checkpoint,
             )
-            trainer = GeneratorTrainer(targs, paths["nnUNet_results"], paths["nnUNet_preprocessed"])
+            trainer = GeneratorTrainer(targs, paths[env.RESULTS], paths[env.PREPROCESSED])
             if args.continue_training and not trainer.resume():
                 trainer.log("--c: no checkpoint_latest.safetensors yet, starting from scratch")
             trainer.run()

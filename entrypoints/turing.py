@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nnunet_freetumor.entrypoints._common import require_env, run_cli
+from nnunet_freetumor import env
+from nnunet_freetumor.entrypoints._common import run_cli
 
 EPILOG = """\
 Typical use (after freetumor_synthesize -d DATASET -o OUT):
@@ -111,14 +112,12 @@ def main() -> int:
             )
             return 0
 
-        paths = require_env("nnUNet_raw", "nnUNet_preprocessed")
+        paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
         from nnunet_freetumor.offline import source_dataset
         from nnunet_freetumor.realism import resolve_export
 
-        src = source_dataset(
-            args.dataset, paths["nnUNet_raw"], paths["nnUNet_preprocessed"], args.plans, args.configuration
-        )
-        export = resolve_export(args.synthetic, paths["nnUNet_raw"])
+        src = source_dataset(args.dataset, paths[env.RAW], paths[env.PREPROCESSED], args.plans, args.configuration)
+        export = resolve_export(args.synthetic, paths[env.RAW])
         if args.command == "make":
             from nnunet_freetumor.turing import make_kit_for
 

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.io import atomic_save, atomic_write_text
 from nnunet_freetumor.synthesis.boxes import CropRule
@@ -30,8 +31,6 @@ FORMAT_VERSION = 1
 GENERATOR_TRAINER = "FreeTumorGenerator"
 FINAL = "generator_final.safetensors"
 LATEST = "checkpoint_latest.safetensors"
-GENERATOR_ENV = "nnUNet_freetumor_generator"
-FOREIGN_ENV = "nnUNet_freetumor_allow_foreign_generator"
 
 
 def generator_folder(results: str | os.PathLike, dataset_name: str, plans: str, configuration: str, fold) -> Path:
@@ -124,7 +123,7 @@ def check_generator_compatible(
     configuration: str,
     fold,
     path: str | os.PathLike,
-    environ=os.environ,
+    environ=None,
 ) -> None:
     """Refuse a generator trained for another label map or window (always), or for another dataset, plans,
     configuration or fold (unless ``nnUNet_freetumor_allow_foreign_generator=1``)."""
@@ -151,11 +150,12 @@ def check_generator_compatible(
     }
     wanted = {"dataset": dataset_name, "plans": plans, "configuration": configuration, "fold": str(fold)}
     bad = [f"{k} {found[k]!r} (expected {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
-    if bad and environ.get(FOREIGN_ENV) != "1":
+    if bad and not env.flag(env.ALLOW_FOREIGN_GENERATOR, environ):
         raise FreeTumorConfigError(
             f"the generator {path} was trained for {', '.join(bad)}. Train one for this run with "
             f"`freetumor_train_generator {dataset_name} -c {configuration} -p {plans} -f {fold}`, or set "
-            f"{FOREIGN_ENV}=1 to use it anyway (only if its training cases are not this fold's validation cases)."
+            f"{env.ALLOW_FOREIGN_GENERATOR}=1 to use it anyway (only if its training cases are not this fold's "
+            "validation cases)."
         )
 
 

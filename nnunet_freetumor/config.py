@@ -19,7 +19,6 @@ from typing import Any
 
 from nnunet_freetumor.errors import FreeTumorConfigError  # raised here, and imported from here by most modules
 
-CONFIG_ENV = "nnUNet_freetumor_config"
 CONFIG_FILENAME = "freetumor_config.json"
 
 

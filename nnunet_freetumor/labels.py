@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import (
-    CONFIG_ENV,
     CONFIG_FILENAME,
     FreeTumorConfig,
     FreeTumorConfigError,
@@ -21,7 +21,7 @@ from nnunet_freetumor.config import (
 TUMOR_WORDS = ("tumor", "tumour", "lesion", "cancer", "carcinoma", "mass", "nodule", "metastasis", "metastases")
 _FIX_HINT = (
     "Write the pairs explicitly: `freetumor_config -d DATASET --pair ORGAN_ID:TUMOR_ID --write` "
-    f"(or point the environment variable {CONFIG_ENV} to a JSON config)."
+    f"(or point the environment variable {env.CONFIG} to a JSON config)."
 )
 
 
@@ -89,12 +89,11 @@ def config_for_dataset(
     environ: dict[str, str] | None = None,
 ) -> tuple[FreeTumorConfig, str]:
     """The effective config and where it came from (see ``nnunet_freetumor.config``)."""
-    environ = os.environ if environ is None else environ
-    if environ.get(CONFIG_ENV):
-        path = Path(environ[CONFIG_ENV])
+    if env.get(env.CONFIG, environ):
+        path = env.path(env.CONFIG, environ)
         if not path.is_file():
             raise FreeTumorConfigError(
-                f"{CONFIG_ENV}={path} does not exist. Unset it or write the file with "
+                f"{env.CONFIG}={path} does not exist. Unset it or write the file with "
                 f"`freetumor_config -d DATASET --write -o {path}`."
             )
         cfg, source = FreeTumorConfig.load(path), str(path)

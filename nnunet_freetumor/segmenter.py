@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.synthesis.intensity import CTNormalization, ct_normalizations
 from nnunet_freetumor.synthesis.padding import forward_padded
-
-TRUST_ENV = "nnUNet_freetumor_trust_checkpoints"
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -52,11 +51,11 @@ def load_nnunet_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError, RuntimeError, ... depending on the torch version
-        if os.environ.get(TRUST_ENV) == "1":
+        if env.flag(env.TRUST_CHECKPOINTS):
             return torch.load(path, map_location="cpu", weights_only=False)
         raise FreeTumorConfigError(
             f"{path} contains objects that cannot be loaded safely ({str(e).splitlines()[0][:200]}). If this is your "
-            f"own nnU-Net checkpoint, set {TRUST_ENV}=1 to load it with full unpickling."
+            f"own nnU-Net checkpoint, set {env.TRUST_CHECKPOINTS}=1 to load it with full unpickling."
         ) from e
 
 
@@ -252,8 +251,8 @@ def load_segmenter(
     and fold it is used for, frozen, on ``device``. ``override`` names the user's way to pass another checkpoint (for
     the error that says how to fix a missing one). ``results`` / ``preprocessed`` default to ``$nnUNet_results`` /
     ``$nnUNet_preprocessed``."""
-    results = results or os.environ.get("nnUNet_results")
-    preprocessed = preprocessed or os.environ.get("nnUNet_preprocessed")
+    results = results or env.get(env.RESULTS)
+    preprocessed = preprocessed or env.get(env.PREPROCESSED)
     gate_dataset = cfg.gate_dataset or dataset_name
     if not checkpoint:
         if results is None:

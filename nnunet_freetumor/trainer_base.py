@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.io import atomic_save, atomic_write_text
 from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, healthy_organs, tumor_label_lut
@@ -34,48 +34,21 @@ from nnunet_freetumor.synthesis.pipeline import synthesize_and_gate
 from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
 
 STATS_FILENAME = "freetumor_stats.json"
-GATE_ENV = "nnUNet_freetumor_gate_checkpoint"
-# Schedule overrides for demos and smoke tests (they do not change the results folder name: keep them out of
-# real experiments). nnU-Net's own knobs stay in nnU-Net's env vars.
-SCHEDULE_ENV = {
-    "nnUNet_freetumor_epochs": "num_epochs",
-    "nnUNet_freetumor_iters": "num_iterations_per_epoch",
-    "nnUNet_freetumor_val_iters": "num_val_iterations_per_epoch",
-}
-SEED_ENV = "nnUNet_freetumor_seed"
 MAX_EXAMPLES = 6
 
 
-def schedule_overrides(environ=os.environ) -> dict[str, int]:
-    """num_epochs / iterations from the env vars in ``SCHEDULE_ENV`` (validated), as {attribute: value}."""
-    out = {}
-    for var, attr in SCHEDULE_ENV.items():
-        if environ.get(var):
-            try:
-                value = int(environ[var])
-                if value < 1:
-                    raise ValueError
-            except ValueError:
-                raise FreeTumorConfigError(f"{var} must be a positive integer, got {environ[var]!r}") from None
-            out[attr] = value
-    return out
-
-
-def seed_from_env(trainer: nnUNetTrainer, environ=os.environ) -> None:
+def seed_from_env(trainer: nnUNetTrainer, environ=None) -> None:
     """Seed python, numpy and torch from ``nnUNet_freetumor_seed`` (repeated runs for benchmarks). Deterministic with
     ``nnUNet_n_proc_DA=0`` on the CPU; nnU-Net's DA worker processes and cuDNN autotuning are not seeded."""
-    if not environ.get(SEED_ENV):
+    seed = env.seed(environ)
+    if seed is None:
         return
     import random
 
-    try:
-        seed = int(environ[SEED_ENV])
-    except ValueError:
-        raise FreeTumorConfigError(f"{SEED_ENV} must be an integer, got {environ[SEED_ENV]!r}") from None
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    trainer.print_to_log_file(f"seeded from {SEED_ENV}={seed}")
+    trainer.print_to_log_file(f"seeded from {env.SEED}={seed}")
 
 
 def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) -> None:
@@ -146,14 +119,14 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
                 f"configuration {configuration!r} is 2-D; tumor synthesis needs a 3-D configuration "
                 "(3d_fullres, 3d_lowres, 3d_cascade_fullres)."
             )
-        pre = os.environ.get("nnUNet_preprocessed")
+        pre = env.get(env.PREPROCESSED)
         cfg, source = config_for_dataset(dataset_json, Path(pre, plans_manager.dataset_name) if pre else None)
         if self.config_overrides:
             cfg = cfg.replace(**self.config_overrides)
             source += f" + {type(self).__name__} overrides {self.config_overrides}"
         self.freetumor_config, self.freetumor_config_source = cfg, source
         self.normalizations = ct_normalizations(plans_manager.plans, configuration)
-        self._schedule = schedule_overrides()
+        self._schedule = env.schedule_overrides()
         if pre:
             check_organs_present(
                 Path(pre, plans_manager.dataset_name, plans_manager.get_configuration(configuration).data_identifier),
@@ -326,7 +299,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
                 f"{type(self).__name__} synthesizes on single-channel CT; this dataset has {n_in} input channels. "
                 "Use nnUNetTrainerHandcraftedTumor (it paints every CT channel) instead."
             )
-        results = os.environ.get("nnUNet_results")
+        results = env.get(env.RESULTS)
         if not results:
             raise FreeTumorConfigError("nnUNet_results is not set: it is needed to find the frozen models")
         self.gate_model = self.load_gate(Path(results), plans_manager, configuration, fold) if self.use_gate else None
@@ -347,13 +320,12 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
         return load_segmenter(
             self.freetumor_config,
             results=results,
-            preprocessed=os.environ.get("nnUNet_preprocessed"),
             dataset_name=pm.dataset_name,
             plans_name=pm.plans_name,
             configuration=configuration,
             fold=fold,
-            checkpoint=os.environ.get(GATE_ENV),
-            override=GATE_ENV,
+            checkpoint=env.get(env.GATE_CHECKPOINT),
+            override=env.GATE_CHECKPOINT,
         )
 
     def setup_synthesizer(self, results: Path, pm: PlansManager, configuration: str, fold: int | str) -> None:

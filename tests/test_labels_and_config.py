@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_freetumor.config import CONFIG_ENV, FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
+from nnunet_freetumor import env
+from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
 from nnunet_freetumor.labels import (
     apply_tumor_labels,
     config_for_dataset,
@@ -82,10 +83,10 @@ def test_config_resolution_order_env_then_preprocessed_folder_then_inference(tmp
     cfg, source = config_for_dataset(ds, tmp_path, environ={})
     assert cfg.pairs == (OrganTumorPair(3, 4),) and source.endswith("freetumor_config.json")
     FreeTumorConfig(pairs=(OrganTumorPair(1, 2),), p_synthesis=0.9).save(tmp_path / "env.json")
-    cfg, _ = config_for_dataset(ds, tmp_path, environ={CONFIG_ENV: str(tmp_path / "env.json")})
+    cfg, _ = config_for_dataset(ds, tmp_path, environ={env.CONFIG: str(tmp_path / "env.json")})
     assert cfg.p_synthesis == 0.9
     with pytest.raises(FreeTumorConfigError, match="does not exist"):
-        config_for_dataset(ds, tmp_path, environ={CONFIG_ENV: str(tmp_path / "missing.json")})
+        config_for_dataset(ds, tmp_path, environ={env.CONFIG: str(tmp_path / "missing.json")})
 
 
 def test_configured_label_ids_must_exist_in_dataset_json(tmp_path):

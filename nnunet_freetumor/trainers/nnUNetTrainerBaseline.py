@@ -5,8 +5,9 @@ baseline (the quality gate's frozen segmenter) with the same schedule as the syn
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.trainer_base import apply_schedule_overrides, schedule_overrides, seed_from_env
+from nnunet_freetumor.trainer_base import apply_schedule_overrides, seed_from_env
 
 
 class nnUNetTrainerBaseline(nnUNetTrainer):
@@ -19,7 +20,7 @@ class nnUNetTrainerBaseline(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),
     ):
         try:
-            schedule = schedule_overrides()
+            schedule = env.schedule_overrides()
         except FreeTumorConfigError as e:
             raise SystemExit(f"error: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -5,10 +5,8 @@ The generator is ``$nnUNet_results/<dataset>/FreeTumorGenerator__<plans>__<confi
 generator_final.safetensors`` (written by ``freetumor_train_generator``), or the file in ``nnUNet_freetumor_generator``.
 """
 
-import os
-
+from nnunet_freetumor import env
 from nnunet_freetumor.generator.checkpoint import (
-    GENERATOR_ENV,
     find_generator,
     generator_crop_rule,
     load_compatible_generator,
@@ -22,7 +20,7 @@ class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
     def setup_synthesizer(self, results, pm, configuration, fold) -> None:
         where = {"dataset_name": pm.dataset_name, "plans": pm.plans_name, "configuration": configuration, "fold": fold}
         path = find_generator(
-            results, **where, override=os.environ.get(GENERATOR_ENV), alternatives=f" (or point {GENERATOR_ENV} to one)"
+            results, **where, override=env.get(env.GENERATOR), alternatives=f" (or point {env.GENERATOR} to one)"
         )
         self.generator, meta = load_compatible_generator(path, self.freetumor_config, **where)
         self.generator_divisor = divisor(meta["generator"])
