@@ -124,7 +124,7 @@ def _dataset_json_of(dataset: str) -> Path:
 
 def main() -> int:
     args = build_parser().parse_args()
-    from nnunet_freetumor.evaluation import (
+    from nnunet_freetumor.evaluation.lesions import (
         SUMMARY_JSON,
         EvaluationError,
         evaluate_folder,

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from nnunet_freetumor.evaluation import longest_diameter_mm
+from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
 from nnunet_freetumor.io import new_dataset_folder, staged_folder
 
 # longest diameter (mm) of each lesion size class: [min, max); ordered from small to large

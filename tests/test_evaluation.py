@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.distance import pdist
 
-from nnunet_freetumor.evaluation import (
+from nnunet_freetumor.evaluation.lesions import (
     EvaluationError,
     dataset_classes,
     evaluate_folder,
