@@ -14,10 +14,10 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.distance import pdist
 
+from nnunet_freetumor.evaluation.dataset import dataset_classes
+from nnunet_freetumor.evaluation.evaluate import evaluate_folder
 from nnunet_freetumor.evaluation.lesions import (
     EvaluationError,
-    dataset_classes,
-    evaluate_folder,
     lesion_diameters_mm,
     longest_diameter_mm,
     match_lesions,
