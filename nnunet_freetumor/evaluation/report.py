@@ -34,8 +34,13 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return out
 
 
-def format_markdown(summary: dict[str, Any]) -> str:
-    """The summary as Markdown tables (Dice, lesion detection, size strata, patient level, per case)."""
+def _section(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A blank line, the ``## title`` heading, a blank line and the table."""
+    return ["", f"## {title}", ""] + _table(header, rows)
+
+
+def _md_settings(summary: dict[str, Any]) -> list[str]:
+    """The report's title and what was evaluated how: folders, cases (and those skipped), tumor classes, rules."""
     s, cases = summary["settings"], summary["cases"]
     lines = [
         "# FreeTumor evaluation",
@@ -49,68 +54,52 @@ def format_markdown(summary: dict[str, Any]) -> str:
             f"- **--allow_missing: skipped** {len(cases['gt_without_prediction'])} GT case(s) without prediction, "
             f"{len(cases['prediction_without_gt'])} prediction(s) without GT"
         )
-    lines += [
+    return lines + [
         f"- tumor classes: {', '.join(f'{v} ({k})' for k, v in s['tumor_labels'].items())}",
         f"- lesions: {s['connectivity']}-connected components; detected / true positive with >= "
         f"{s['min_overlap_voxels']} overlapping voxel(s)",
         f"- {s['diameter']}",
-        "",
-        "## Dice (nnU-Net, mean over cases)",
-        "",
     ]
+
+
+def _md_lesion_rows(summary: dict[str, Any]) -> list[tuple]:
+    """One row per tumor class: the pooled lesion counts and metrics."""
+    return [
+        (
+            v["name"],
+            v["n_gt_lesions"],
+            v["n_detected"],
+            _fmt(v["sensitivity"]),
+            v["n_pred_lesions"],
+            v["n_tp_pred"],
+            v["n_fp_pred"],
+            _fmt(v["precision"]),
+            _fmt(v["f1"]),
+            _fmt(v["fp_lesions_per_case"], 2),
+        )
+        for v in summary["lesion"].values()
+    ]
+
+
+def _md_patient_row(pl: dict[str, Any]) -> tuple:
+    """The patient-level counts, sensitivity and specificity."""
+    return (
+        pl["n_cases"],
+        pl["n_gt_positive"],
+        pl["n_gt_negative"],
+        pl["tp"],
+        pl["fn"],
+        pl["fp"],
+        pl["tn"],
+        _fmt(pl["sensitivity"]),
+        _fmt(pl["specificity"]),
+    )
+
+
+def _md_per_case(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-case table: Dice of every class, any tumor in GT / prediction, and per tumor class
+    detected / GT lesions and false-positive lesions."""
     mean = summary["dice"]["mean"]
-    lines += _table(
-        ["class", "label", "Dice", "IoU"],
-        [(v["name"], k, _fmt(v.get("Dice"), 4), _fmt(v.get("IoU"), 4)) for k, v in mean.items()],
-    )
-    lines += ["", f"Foreground mean Dice: {_fmt(summary['dice']['foreground_mean'].get('Dice'), 4)}", ""]
-    lines += ["## Lesion-wise detection (pooled over cases)", ""]
-    lines += _table(
-        ["class", "GT lesions", "detected", "sensitivity", "pred. lesions", "TP", "FP", "precision", "F1", "FP/case"],
-        [
-            (
-                v["name"],
-                v["n_gt_lesions"],
-                v["n_detected"],
-                _fmt(v["sensitivity"]),
-                v["n_pred_lesions"],
-                v["n_tp_pred"],
-                v["n_fp_pred"],
-                _fmt(v["precision"]),
-                _fmt(v["f1"]),
-                _fmt(v["fp_lesions_per_case"], 2),
-            )
-            for v in summary["lesion"].values()
-        ],
-    )
-    lines += ["", "## Sensitivity by GT lesion size (longest diameter)", ""]
-    lines += _table(
-        ["class", "size", "GT lesions", "detected", "sensitivity"],
-        [
-            (v["name"], st["name"], st["n_gt_lesions"], st["n_detected"], _fmt(st["sensitivity"]))
-            for v in summary["lesion"].values()
-            for st in v["strata"]
-        ],
-    )
-    pl = summary["patient"]
-    lines += ["", "## Patient level (any tumor voxel)", ""]
-    lines += _table(
-        ["cases", "GT positive", "GT negative", "TP", "FN", "FP", "TN", "sensitivity", "specificity"],
-        [
-            (
-                pl["n_cases"],
-                pl["n_gt_positive"],
-                pl["n_gt_negative"],
-                pl["tp"],
-                pl["fn"],
-                pl["fp"],
-                pl["tn"],
-                _fmt(pl["sensitivity"]),
-                _fmt(pl["specificity"]),
-            )
-        ],
-    )
-    lines += ["", "## Per case", ""]
     dice_keys = list(mean)
     tumor_keys = list(summary["lesion"])
     header = ["case"] + [f"Dice {mean[k]['name']}" for k in dice_keys] + ["GT tumor", "pred. tumor"]
@@ -123,7 +112,39 @@ def format_markdown(summary: dict[str, Any]) -> str:
             r = c["lesions"][k]
             row.append(f"{r['n_detected']}/{r['n_gt_lesions']}, {r['n_fp_pred']}")
         rows.append(row)
-    lines += _table(header, rows)
+    return header, rows
+
+
+def format_markdown(summary: dict[str, Any]) -> str:
+    """The summary as Markdown tables (Dice, lesion detection, size strata, patient level, per case)."""
+    mean = summary["dice"]["mean"]
+    lines = _md_settings(summary)
+    lines += _section(
+        "Dice (nnU-Net, mean over cases)",
+        ["class", "label", "Dice", "IoU"],
+        [(v["name"], k, _fmt(v.get("Dice"), 4), _fmt(v.get("IoU"), 4)) for k, v in mean.items()],
+    )
+    lines += ["", f"Foreground mean Dice: {_fmt(summary['dice']['foreground_mean'].get('Dice'), 4)}"]
+    lines += _section(
+        "Lesion-wise detection (pooled over cases)",
+        ["class", "GT lesions", "detected", "sensitivity", "pred. lesions", "TP", "FP", "precision", "F1", "FP/case"],
+        _md_lesion_rows(summary),
+    )
+    lines += _section(
+        "Sensitivity by GT lesion size (longest diameter)",
+        ["class", "size", "GT lesions", "detected", "sensitivity"],
+        [
+            (v["name"], st["name"], st["n_gt_lesions"], st["n_detected"], _fmt(st["sensitivity"]))
+            for v in summary["lesion"].values()
+            for st in v["strata"]
+        ],
+    )
+    lines += _section(
+        "Patient level (any tumor voxel)",
+        ["cases", "GT positive", "GT negative", "TP", "FN", "FP", "TN", "sensitivity", "specificity"],
+        [_md_patient_row(summary["patient"])],
+    )
+    lines += _section("Per case", *_md_per_case(summary))
     return "\n".join(lines) + "\n"
 
 
