@@ -366,7 +366,7 @@ class Comparison:
         sh(cmd, self.env(seed, losses), self.log)
 
     def evaluate(self, seed: int, run: Run, model: Path) -> dict:
-        from nnunet_freetumor.evaluation import evaluate_folder
+        from nnunet_freetumor.evaluation.evaluate import evaluate_folder
 
         row = run.row.replace(" ", "_").replace(":", "")
         out = (
@@ -590,7 +590,7 @@ def main() -> None:
     runs = [r for r in RUNS if r.row in ROW_SETS[a.rows]]
     results: dict[str, list[dict]] = {r.row: [] for r in runs}
     summaries: dict[str, list[dict]] = {r.row: [] for r in runs}
-    from nnunet_freetumor.evaluation import headline
+    from nnunet_freetumor.evaluation.report import headline
 
     for seed in range(p["seeds"]):
         for run in runs:

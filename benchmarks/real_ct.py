@@ -580,7 +580,7 @@ def lesion_measures(hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spaci
     """HU statistics inside ``lesion``, contrast to the surrounding ``organ`` (the lung here) within RING_MM, and
     edge sharpness (arrays (z, y, x), ``spacing`` in mm in the same order). ``other``: another lesion in the scan (its
     distance is reported)."""
-    from nnunet_freetumor.evaluation import longest_diameter_mm
+    from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
 
     sp = np.asarray(spacing, float)
     pad = np.ceil((RING_MM + 2 * sp) / sp).astype(int)

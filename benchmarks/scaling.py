@@ -156,7 +156,7 @@ def main() -> None:
         c.preprocess()
         datasets[k] = c
 
-    from nnunet_freetumor.evaluation import headline
+    from nnunet_freetumor.evaluation.report import headline
 
     table: dict[str, dict[int, list[dict]]] = {r.row: {k: [] for k in counts} for r in runs}
     for seed in range(p["seeds"]):

@@ -124,13 +124,9 @@ def _dataset_json_of(dataset: str) -> Path:
 
 def main() -> int:
     args = build_parser().parse_args()
-    from nnunet_freetumor.evaluation import (
-        SUMMARY_JSON,
-        EvaluationError,
-        evaluate_folder,
-        format_text,
-        write_summary,
-    )
+    from nnunet_freetumor.evaluation.evaluate import evaluate_folder
+    from nnunet_freetumor.evaluation.lesions import EvaluationError
+    from nnunet_freetumor.evaluation.report import SUMMARY_JSON, format_text, write_summary
 
     if args.dataset is not None:
         dataset_json = _dataset_json_of(args.dataset)

@@ -4,7 +4,8 @@ Conventions: numpy arrays are (z, y, x), spacings are (z, y, x) in mm. With Simp
 x index grows towards the patient's left, y towards posterior and z towards superior, so the liver (patient's right)
 sits at small x (image left, radiological convention) and the spine at large y. Anatomy is defined in coordinates
 normalised to the field of view ([-1, 1] per axis), so it scales with shape and spacing; lesion sizes are in mm
-(longest diameter, WHO style, measured between voxel centres as in :func:`nnunet_freetumor.evaluation`).
+(longest diameter, WHO style, measured between voxel centres as in
+:func:`nnunet_freetumor.evaluation.lesions.longest_diameter_mm`).
 
 One case (noise-free values, then correlated noise of sigma 10-15 HU):
 
@@ -45,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from nnunet_freetumor.evaluation import longest_diameter_mm
+from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
 from nnunet_freetumor.io import new_dataset_folder, staged_folder
 
 # longest diameter (mm) of each lesion size class: [min, max); ordered from small to large

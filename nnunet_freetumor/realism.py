@@ -64,7 +64,7 @@ def real_lesions(
 ) -> list[Lesion]:
     """Every connected component (26-connectivity) of the tumor labels in the cases' label files with at least
     ``min_voxels`` voxels, in case order."""
-    from nnunet_freetumor.evaluation import connectivity_structure
+    from nnunet_freetumor.evaluation.lesions import connectivity_structure
 
     out = []
     for case in cases:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.evaluation import safe_div
+from nnunet_freetumor.evaluation.lesions import safe_div
 from nnunet_freetumor.io import staged_folder
 from nnunet_freetumor.offline import SourceDataset, raw_training_cases, read_image
 from nnunet_freetumor.plots import save_gray_png

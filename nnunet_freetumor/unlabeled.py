@@ -178,7 +178,7 @@ def largest_component_share(mask: np.ndarray) -> float | None:
     """Share of the voxels of a boolean mask in its largest 26-connected component; None for an empty mask."""
     from scipy import ndimage
 
-    from nnunet_freetumor.evaluation import connectivity_structure
+    from nnunet_freetumor.evaluation.lesions import connectivity_structure
 
     mask = np.asarray(mask, dtype=bool)
     boxes = ndimage.find_objects(mask.astype(np.uint8))

@@ -73,7 +73,7 @@ done
 python - "$work" <<'PY'
 import json, sys
 from pathlib import Path
-from nnunet_freetumor.evaluation import comparison_table
+from nnunet_freetumor.evaluation.report import comparison_table
 work = Path(sys.argv[1])
 trainers = ("nnUNetTrainerBaseline", "nnUNetTrainerHandcraftedTumor", "nnUNetTrainerFreeTumor")
 print("\n" + comparison_table({t: json.loads((work / "predictions" / t / "summary_freetumor.json").read_text())
