@@ -107,3 +107,14 @@ def test_no_import_circles():
     for m in sorted(graph):
         visit(m, [])
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_every_subpackage_is_installed():
+    """setup.cfg lists packages one by one: a new subpackage missing there works in an editable install only."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    packages = {name for name, f in MODULES.items() if f.name == "__init__.py"}
+    assert packages <= listed, f"add {sorted(packages - listed)} to setup.cfg's packages"
