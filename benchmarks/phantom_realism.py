@@ -78,8 +78,8 @@ def export(c: Comparison, seed: int, method: str, n_per_case: int) -> Path:
 
 def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     """Measures and Fréchet distances of one seed, with that seed's S."""
-    from nnunet_freetumor.offline import source_dataset
     from nnunet_freetumor.segmenter import load_segmenter
+    from nnunet_freetumor.utilities.dataset import source_dataset
 
     env = c.env(seed, "both")
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -295,7 +295,7 @@ def main() -> None:
         exports = {m: export(c, seed, m, a.n_per_case) for m in methods_of(c, seed)}
         per_seed[seed] = cached_analyse(c, seed, exports, cache)
         curves[seed] = generator_curves(c, seed)
-    from nnunet_freetumor.io import atomic_write_text
+    from nnunet_freetumor.utilities.files import atomic_write_text
 
     atomic_write_text(cache_file, json.dumps(per_seed, indent=1, default=str) + "\n")
     title = f"## Realism on the phantom ({a.preset})"

@@ -350,7 +350,7 @@ def mask_png(cases: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Non
 def build_dataset(data: Path, raw: Path, inplane_mm: float, png: Path) -> dict:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    from nnunet_freetumor.io import staged_folder
+    from nnunet_freetumor.utilities.files import staged_folder
 
     infos, shown = {}, {}
     with staged_folder(raw / DATASET) as tmp:
@@ -640,7 +640,9 @@ def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_f
 def measure_all(exports: dict[str, Path], src, seg, organ: int = LUNG, lesion: int = LESION) -> dict:
     """Per lesion: measures + S's P, for the real lesions (raw cases) and the synthetic lesions of every export
     (key -> freetumor_synthesize folder); ``organ``, ``lesion``: label values."""
-    from nnunet_freetumor.offline import raw_training_cases, read_image, read_synthesis_log
+    from nnunet_freetumor.offline import read_synthesis_log
+    from nnunet_freetumor.utilities.dataset import raw_training_cases
+    from nnunet_freetumor.utilities.image_io import read_image
 
     out: dict[str, list[dict]] = {"real": []}
     for case in raw_training_cases(src.raw, src.dataset_json):
@@ -722,8 +724,8 @@ def montage(rc: RealCT, measures: dict, cfg, path: Path, n_show: int = 6) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnunet_freetumor.offline import read_image
     from nnunet_freetumor.turing import axial_crop
+    from nnunet_freetumor.utilities.image_io import read_image
 
     window = (cfg.window.hu_min, cfg.window.hu_max)
     size_px = 128
@@ -1085,7 +1087,7 @@ def main() -> None:
 
     rc.dataset(mask_png_path)
     if not mask_png_path.is_file():  # e.g. another --results than the run that built the dataset
-        from nnunet_freetumor.offline import read_image
+        from nnunet_freetumor.utilities.image_io import read_image
 
         mask_png(
             {
@@ -1105,8 +1107,9 @@ def main() -> None:
         rc.export(e)
 
     with timer.stage("analysis"):
-        from nnunet_freetumor.offline import read_synthesis_log, source_dataset
+        from nnunet_freetumor.offline import read_synthesis_log
         from nnunet_freetumor.segmenter import load_segmenter
+        from nnunet_freetumor.utilities.dataset import source_dataset
 
         src = source_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"

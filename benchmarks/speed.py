@@ -185,7 +185,7 @@ def bench_da_workers(samples: int) -> dict:
     """Per-sample cost of the training transforms: vanilla vs with the synthesis transform (mask / handcrafted)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial
+    from nnunet_freetumor.training.transform import TumorSynthesisTransform, insert_after_spatial
 
     tr = make_trainer("nnUNetTrainerHandcraftedTumor", torch.device("cpu"))
     dl = tr.dataloader_train.data_loader if hasattr(tr.dataloader_train, "data_loader") else tr.dataloader_train

@@ -91,7 +91,7 @@ def main() -> int:
     args = build_parser().parse_args()
 
     def run() -> int:
-        from nnunet_freetumor.io import atomic_write_text
+        from nnunet_freetumor.utilities.files import atomic_write_text
 
         if args.command == "score":
             from nnunet_freetumor.turing import score
@@ -113,8 +113,8 @@ def main() -> int:
             return 0
 
         paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
-        from nnunet_freetumor.offline import source_dataset
         from nnunet_freetumor.realism import resolve_export
+        from nnunet_freetumor.utilities.dataset import source_dataset
 
         src = source_dataset(args.dataset, paths[env.RAW], paths[env.PREPROCESSED], args.plans, args.configuration)
         export = resolve_export(args.synthetic, paths[env.RAW])

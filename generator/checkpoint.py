@@ -23,8 +23,8 @@ from safetensors.torch import save_file
 
 from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.io import atomic_save, atomic_write_text
 from nnunet_freetumor.synthesis.boxes import CropRule
+from nnunet_freetumor.utilities.files import atomic_save, atomic_write_text
 
 META_KEY = "freetumor"
 FORMAT_VERSION = 1

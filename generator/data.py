@@ -28,9 +28,9 @@ from torch.utils.data import Dataset, Sampler
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, SizeClass
 from nnunet_freetumor.labels import healthy_organs
-from nnunet_freetumor.segmenter import fold_split
 from nnunet_freetumor.synthesis.boxes import CropRule, tumor_box
 from nnunet_freetumor.synthesis.masks import choose_size_class, sample_tumor_mask
+from nnunet_freetumor.utilities.dataset import fold_split
 
 MAX_TRIES = 20
 FULL_26 = np.ones((3, 3, 3), dtype=bool)

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from nnunet_freetumor.io import atomic_path
 from nnunet_freetumor.plots import example_from_sample, save_montage
 from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.utilities.files import atomic_path
 
 MONTAGE_COLUMNS = 8
 

@@ -58,15 +58,16 @@ from nnunet_freetumor.generator.losses import (
 )
 from nnunet_freetumor.generator.monitor import RealismMonitor
 from nnunet_freetumor.generator.plots import save_fixed_set_montage, save_progress_plot
-from nnunet_freetumor.io import atomic_write_text
 from nnunet_freetumor.labels import config_for_dataset
-from nnunet_freetumor.segmenter import FrozenSegmenter, fold_split, load_segmenter
+from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
 from nnunet_freetumor.synthesis.boxes import CropRule
 from nnunet_freetumor.synthesis.gate import tumor_probability
 from nnunet_freetumor.synthesis.intensity import ct_normalizations, normalized_to_window
 from nnunet_freetumor.synthesis.padding import forward_padded
 from nnunet_freetumor.synthesis.pipeline import Gated, synthesize_and_gate
 from nnunet_freetumor.synthesis.residual import generator_synthesis
+from nnunet_freetumor.utilities.dataset import dataset_name, fold_split, planned_configuration
+from nnunet_freetumor.utilities.files import atomic_write_text
 
 LOSSES = ("both", "seg", "cls")
 CROPS = ("tumor", "patch")
@@ -175,8 +176,6 @@ def average_gradients(module: torch.nn.Module, world: int) -> None:
 class GeneratorTrainer:
     def __init__(self, args: GeneratorTrainingArgs, results: str | os.PathLike, preprocessed: str | os.PathLike):
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         self.args = args
         self.rank, self.world = _distributed()
@@ -187,27 +186,13 @@ class GeneratorTrainer:
         self.device = torch.device(args.device)
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        self.dataset_name = maybe_convert_to_dataset_name(args.dataset)
+        self.dataset_name = dataset_name(args.dataset)
         pre = Path(preprocessed, self.dataset_name)
-        plans_file = pre / f"{args.plans}.json"
-        if not plans_file.is_file():
-            raise FreeTumorConfigError(
-                f"{plans_file} does not exist. Run `nnUNetv2_plan_and_preprocess -d "
-                f"{args.dataset}` (with -pl for other planners) first."
-            )
-        plans = PlansManager(str(plans_file))
-        if args.configuration not in plans.available_configurations:
-            raise FreeTumorConfigError(
-                f"configuration {args.configuration!r} is not in {plans_file} "
-                f"(available: {plans.available_configurations})"
-            )
-        self.cm = plans.get_configuration(args.configuration)
+        plans, self.cm = planned_configuration(pre, args.plans, args.configuration, args.dataset)
         self.cfg, self.cfg_source = config_for_dataset(json.loads((pre / "dataset.json").read_text()), pre)
         self.out = generator_folder(results, self.dataset_name, args.plans, args.configuration, args.fold)
         self.spacing = tuple(float(s) for s in self.cm.spacing)
         self.crop_size = tuple(args.crop_size or (min(96, int(p)) for p in self.cm.patch_size))
-        if len(self.crop_size) != 3:
-            raise FreeTumorConfigError(f"configuration {args.configuration!r} is not 3-D")
         margin = self.cfg.gate_bbox_margin_mm if args.crop_margin_mm is None else float(args.crop_margin_mm)
         max_mm = tuple(c * s for c, s in zip(self.crop_size, self.spacing))
         self.rule = CropRule(margin, max_size_mm=max_mm) if args.crop == "tumor" else None
@@ -223,7 +208,7 @@ class GeneratorTrainer:
             checkpoint=args.gate_checkpoint,
             device=self.device,
         )
-        self.norm = ct_normalizations(plans.plans, args.configuration)[0]  # the data's (S maps it to its own)
+        self.norm = ct_normalizations(plans, args.configuration)[0]  # the data's (S maps it to its own)
 
         data_folder = pre / self.cm.data_identifier
         ids = infer_dataset_class(str(data_folder)).get_identifiers(str(data_folder))

@@ -142,7 +142,7 @@ class FreeTumorConfig:
         return _from_dict(cls, d)
 
     def save(self, path: str | os.PathLike) -> None:
-        from nnunet_freetumor.io import atomic_write_text
+        from nnunet_freetumor.utilities.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

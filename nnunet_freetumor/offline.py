@@ -45,16 +45,18 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.io import check_complete, check_same_grid, new_dataset_folder, staged_folder
-from nnunet_freetumor.labels import config_for_dataset, healthy_organs
+from nnunet_freetumor.labels import healthy_organs
 from nnunet_freetumor.plots import Example, save_montage
 from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
 from nnunet_freetumor.synthesis.boxes import CropRule
 from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
-from nnunet_freetumor.synthesis.intensity import CTNormalization, ct_normalizations
+from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.masks import choose_size_class, sample_tumor_mask, soft_masks
 from nnunet_freetumor.synthesis.pipeline import judge
 from nnunet_freetumor.synthesis.residual import generator_synthesis
+from nnunet_freetumor.utilities.dataset import raw_training_cases, source_dataset
+from nnunet_freetumor.utilities.files import new_dataset_folder, staged_folder
+from nnunet_freetumor.utilities.image_io import check_same_grid, read_image, write_like
 
 SYNTHESIS_LOG = "synthesis_log.json"
 MASKS_FOLDER = "synthetic_masksTr"
@@ -146,147 +148,6 @@ def handcrafted_box(
     texture = handcrafted_texture(hu.shape, spacing, cfg.handcrafted, gen, hu.device)
     difference = float(rng.uniform(*cfg.handcrafted.hu_difference))
     return handcrafted_synthesis(hu, soft, texture, difference, HU_IDENTITY, cfg.window.polarity)
-
-
-# --- raw files -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawCase:
-    identifier: str
-    image: Path
-    label: Path
-
-
-def raw_training_cases(raw_folder: str | os.PathLike, dataset_json: dict[str, Any]) -> list[RawCase]:
-    """The training cases of a raw dataset (imagesTr/labelsTr or dataset.json's 'dataset' list), single-channel CT
-    that nnU-Net reads with SimpleITK; a clear error otherwise."""
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
-
-    fe = dataset_json.get("file_ending", "")
-    reader = dataset_json.get("overwrite_image_reader_writer")
-    if fe not in SimpleITKIO.supported_file_endings or reader not in (None, "SimpleITKIO"):
-        raise FreeTumorConfigError(
-            f"{raw_folder}: only datasets read with SimpleITK ({', '.join(SimpleITKIO.supported_file_endings)}) are "
-            f"supported (file_ending {fe!r}, reader {reader or 'auto'}). Convert the dataset to .nii.gz first."
-        )
-    if len(dataset_json.get("channel_names", {})) != 1:
-        raise FreeTumorConfigError(
-            f"{raw_folder} has {len(dataset_json.get('channel_names', {}))} input channels; synthesis works on "
-            "single-channel CT"
-        )
-    found = get_filenames_of_train_images_and_targets(str(raw_folder), dataset_json)
-    return [RawCase(k, Path(v["images"][0]), Path(v["label"])) for k, v in sorted(found.items())]
-
-
-def read_image(path: str | os.PathLike):
-    """(array in SimpleITK's (z, y, x) order, spacing in the same order (mm), the SimpleITK image for its geometry)."""
-    import SimpleITK as sitk
-
-    try:
-        check_complete(path)  # SimpleITK reads a truncated .nii.gz without an error
-        img = sitk.ReadImage(str(path))
-        arr = sitk.GetArrayFromImage(img)
-    except (RuntimeError, ValueError) as e:  # unreadable, truncated or corrupt file
-        last = str(e).strip().splitlines()[-1][:200] if str(e).strip() else repr(e)
-        raise FreeTumorConfigError(
-            f"cannot read {path} (corrupt or truncated file?): {last}; re-export or remove this file and run again"
-        ) from None
-    if arr.ndim != 3:
-        raise FreeTumorConfigError(f"{path} is not a 3-D single-channel image (array shape {arr.shape})")
-    return arr, tuple(float(s) for s in reversed(img.GetSpacing())), img
-
-
-def write_like(array: np.ndarray, reference, path: str | os.PathLike) -> None:
-    """Write ``array`` ((z, y, x)) with the geometry (origin, spacing, direction) of the SimpleITK image
-    ``reference``."""
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(array)
-    img.CopyInformation(reference)
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-# --- the source dataset and its models -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceDataset:
-    """A planned dataset: its raw folder and dataset.json, the plan's geometry (plan axis order) and the FreeTumor
-    config (``labels.config_for_dataset``)."""
-
-    name: str
-    raw: Path
-    dataset_json: dict[str, Any]
-    plans: dict[str, Any]
-    plans_name: str
-    configuration: str
-    spacing: tuple[float, ...]
-    patch_size: tuple[int, ...]
-    transpose_forward: list[int]
-    transpose_backward: list[int]
-    normalization: CTNormalization
-    cfg: FreeTumorConfig
-    cfg_source: str
-
-    def model_key(self) -> dict[str, str]:
-        """The dataset, plans and configuration a model (S, G) must have been trained for, as ``load_segmenter``
-        and the generator lookup take them."""
-        return {"dataset_name": self.name, "plans_name": self.plans_name, "configuration": self.configuration}
-
-
-def source_dataset(
-    dataset: str,
-    raw_root: str | os.PathLike,
-    preprocessed_root: str | os.PathLike,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
-) -> SourceDataset:
-    """Resolve a dataset name or id and read what the offline tools need; one clear error for each missing piece."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError as e:
-        raise FreeTumorConfigError(f"{e}. Is nnUNet_raw set and the dataset in it?") from None
-    raw = Path(raw_root, name)
-    if not (raw / "dataset.json").is_file():
-        raise FreeTumorConfigError(f"{raw / 'dataset.json'} does not exist: the raw dataset must be in $nnUNet_raw")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
-    pre = Path(preprocessed_root, name)
-    plans_file = pre / f"{plans}.json"
-    if not plans_file.is_file():
-        raise FreeTumorConfigError(
-            f"{plans_file} does not exist. Run `nnUNetv2_plan_and_preprocess -d {dataset}` (with -pl for other "
-            "planners) first: the offline tools work in the plan's axis order, spacing and CT normalization."
-        )
-    plans_dict = json.loads(plans_file.read_text())
-    if configuration not in plans_dict["configurations"]:
-        raise FreeTumorConfigError(
-            f"configuration {configuration!r} is not in {plans_file} "
-            f"(available: {sorted(plans_dict['configurations'])})"
-        )
-    cm = PlansManager(plans_dict).get_configuration(configuration)
-    if len(cm.patch_size) != 3:
-        raise FreeTumorConfigError(f"configuration {configuration!r} is 2-D; tumor synthesis needs a 3-D one")
-    cfg, cfg_source = config_for_dataset(dataset_json, pre)
-    return SourceDataset(
-        name=name,
-        raw=raw,
-        dataset_json=dataset_json,
-        plans=plans_dict,
-        plans_name=plans,
-        configuration=configuration,
-        spacing=tuple(float(s) for s in cm.spacing),
-        patch_size=tuple(int(p) for p in cm.patch_size),
-        transpose_forward=list(plans_dict["transpose_forward"]),
-        transpose_backward=list(plans_dict["transpose_backward"]),
-        normalization=ct_normalizations(plans_dict, configuration)[0],  # refuses non-CT data
-        cfg=cfg,
-        cfg_source=cfg_source,
-    )
 
 
 # --- the export ----------------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
-from nnunet_freetumor.io import new_dataset_folder, staged_folder
+from nnunet_freetumor.utilities.files import new_dataset_folder, staged_folder
 
 # longest diameter (mm) of each lesion size class: [min, max); ordered from small to large
 SIZE_CLASSES: dict[str, tuple[float, float]] = {

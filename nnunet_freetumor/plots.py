@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnunet_freetumor.io import atomic_path
+from nnunet_freetumor.utilities.files import atomic_path
 
 
 @dataclass

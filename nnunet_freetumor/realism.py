@@ -32,15 +32,10 @@ from scipy import ndimage
 from scipy.linalg import sqrtm
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.offline import (
-    RawCase,
-    SourceDataset,
-    raw_training_cases,
-    read_image,
-    read_synthesis_log,
-    resample,
-)
+from nnunet_freetumor.offline import read_synthesis_log, resample
 from nnunet_freetumor.segmenter import FrozenSegmenter
+from nnunet_freetumor.utilities.dataset import RawCase, SourceDataset, raw_training_cases
+from nnunet_freetumor.utilities.image_io import read_image
 
 # lesions smaller than this are left out of the Turing test and the FD (both kinds alike)
 MIN_LESION_VOXELS = 10

@@ -32,6 +32,7 @@ from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.synthesis.intensity import CTNormalization, ct_normalizations
 from nnunet_freetumor.synthesis.padding import forward_padded
+from nnunet_freetumor.utilities.dataset import fold_split
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -318,18 +319,6 @@ def check_gate_of_another_dataset(
             f"{plans_file} does not exist. Run `nnUNetv2_plan_and_preprocess -d {dataset_name}`."
         )
     return ct_normalizations(_load_json(plans_file), configuration)
-
-
-def fold_split(dataset_folder: str | os.PathLike, fold: int | str, missing: str) -> dict[str, list[str]]:
-    """Fold ``fold`` ({"train": [...], "val": [...]}) of nnU-Net's ``splits_final.json`` in ``dataset_folder``
-    ($nnUNet_preprocessed/<dataset>); ``missing`` completes the error when the file is not there (how to make it)."""
-    path = Path(dataset_folder, "splits_final.json")
-    if not path.is_file():
-        raise FreeTumorConfigError(f"{path} does not exist: {missing}")
-    splits = _load_json(path)
-    if int(fold) >= len(splits):
-        raise FreeTumorConfigError(f"fold {fold} is not in {path} ({len(splits)} splits)")
-    return splits[int(fold)]
 
 
 def _load_json(path: Path) -> dict:

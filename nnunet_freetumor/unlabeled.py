@@ -64,7 +64,8 @@ from typing import Any
 import numpy as np
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.io import atomic_write_text, check_same_grid, new_dataset_folder, staged_folder
+from nnunet_freetumor.utilities.files import atomic_write_text, new_dataset_folder, staged_folder
+from nnunet_freetumor.utilities.image_io import check_same_grid
 
 REPORT_JSON = "unlabeled_report.json"
 REPORT_MD = "unlabeled_report.md"
@@ -701,7 +702,7 @@ class AddUnlabeled:
     # --- one case ---------------------------------------------------------------------------------------------------
     def assess(self, case: UnlabeledCase) -> tuple[CaseAssessment, np.ndarray, Any]:
         """(assessment, remapped labels (z, y, x), the SimpleITK image whose geometry the label gets)."""
-        from nnunet_freetumor.offline import read_image
+        from nnunet_freetumor.utilities.image_io import read_image
 
         image, spacing, ref = read_image(case.images[self.ct_channel])
         mask, _, _ = read_image(case.mask)
@@ -729,7 +730,7 @@ class AddUnlabeled:
     def run(self, progress: bool = True) -> UnlabeledResult:
         from tqdm import tqdm
 
-        from nnunet_freetumor.offline import write_like
+        from nnunet_freetumor.utilities.image_io import write_like
 
         req = self.req
         result = UnlabeledResult(self.target, self.target.name, dry_run=req.dry_run)

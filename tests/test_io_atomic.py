@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from nnunet_freetumor.io import atomic_save, atomic_write_text, check_complete
+from nnunet_freetumor.utilities.files import atomic_save, atomic_write_text
+from nnunet_freetumor.utilities.image_io import check_complete
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
@@ -40,7 +41,7 @@ def test_kill_9_during_a_write_leaves_the_previous_file(tmp_path):
     target.write_bytes(b"old")
     code = textwrap.dedent(f"""
         import time
-        from nnunet_freetumor.io import atomic_save
+        from nnunet_freetumor.utilities.files import atomic_save
         def slow(tmp):
             with open(tmp, "wb") as f:
                 f.write(b"x" * 1000)

@@ -1,7 +1,7 @@
 """The package's imports go one way, read from the source (every import, also those inside functions):
 
-    errors, env <- config, io, labels, plots <- synthesis/ <- segmenter <- tools (training, export, generator, ...) <-
-    entrypoints
+    errors, env, utilities/files, utilities/image_io <- config, labels, plots <- synthesis/ <- segmenter,
+    utilities/dataset <- tools (training, export, generator, evaluation, ...) <- entrypoints
 
 The method's core (``synthesis/``) has no nnU-Net imports, so it runs wherever tensors do; nothing imports the
 command-line entry points; and no two modules import each other, directly or around a circle."""
@@ -20,7 +20,7 @@ PACKAGE_DIRS = {
     "nnunet_freetumor.generator": REPO / "generator",
     "nnunet_freetumor.entrypoints": REPO / "entrypoints",
 }
-BASE = {"errors", "env", "config", "io", "labels", "plots", "_register"}
+BASE = {"errors", "env", "config", "labels", "plots", "_register"}
 NNUNET = ("nnunetv2", "batchgeneratorsv2", "dynamic_network_architectures")
 
 
@@ -60,6 +60,8 @@ def layer(name: str) -> int:
         return 0
     if parts[1] == "synthesis":
         return 1
+    if parts[1] == "utilities":  # files and image IO sit under the config; a planned dataset reads the config
+        return 2 if parts[2:] == ["dataset"] else 0
     if parts[1] == "segmenter":
         return 2
     return 3

@@ -16,24 +16,24 @@ from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
 from nnunet_freetumor.generator.networks import build, divisor, unet_spec
-from nnunet_freetumor.io import staged_folder
 from nnunet_freetumor.offline import (
     SYNTHESIS_LOG,
     ExportRequest,
     OfflineExport,
     generator_box,
     handcrafted_box,
-    raw_training_cases,
     resample,
     resample_mask,
     size_at_spacing,
-    write_like,
 )
 from nnunet_freetumor.segmenter import FrozenSegmenter
 from nnunet_freetumor.synthesis.boxes import synthesis_box
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.masks import soft_masks
 from nnunet_freetumor.synthesis.pipeline import judge
+from nnunet_freetumor.utilities.dataset import raw_training_cases
+from nnunet_freetumor.utilities.files import staged_folder
+from nnunet_freetumor.utilities.image_io import write_like
 
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))
 PLAN_NORM = CTNormalization(mean=100.0, std=25.0, lower=20.0, upper=190.0)

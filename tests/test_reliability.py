@@ -25,7 +25,7 @@ from nnunet_freetumor.segmenter import (
     load_segmenter,
 )
 from nnunet_freetumor.synthesis.intensity import CTNormalization
-from nnunet_freetumor.trainer_base import check_organs_present
+from nnunet_freetumor.training.preflight import check_organs_present
 
 CFG = FreeTumorConfig(pairs=(OrganTumorPair(1, 2, "liver"),))
 META = {"config": CFG.to_dict(), "dataset": DATASET, "plans": "nnUNetPlans", "configuration": "3d_fullres", "fold": "0"}

@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_freetumor.config import FreeTumorConfig, OrganTumorPair
 from nnunet_freetumor.labels import apply_tumor_labels, tumor_label_lut
 from nnunet_freetumor.synthesis.intensity import CTNormalization
-from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
+from nnunet_freetumor.training.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
 
 NORM = CTNormalization(mean=100.0, std=30.0, lower=-50.0, upper=200.0)
 SPACING = (2.0, 1.0, 1.0)

@@ -13,7 +13,6 @@ import torch
 
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.generator.networks import build, unet_spec
-from nnunet_freetumor.offline import RawCase
 from nnunet_freetumor.realism import (
     Lesion,
     covariance,
@@ -24,6 +23,7 @@ from nnunet_freetumor.realism import (
 from nnunet_freetumor.segmenter import FrozenSegmenter
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.turing import axial_crop, make_kit, score
+from nnunet_freetumor.utilities.dataset import RawCase
 
 # --- scoring --------------------------------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from nnunet_freetumor.evaluation.lesions import (
     stratum_index,
     stratum_names,
 )
-from nnunet_freetumor.io import check_complete
+from nnunet_freetumor.utilities.image_io import check_complete
 
 # --- one case ------------------------------------------------------------------------------------------------------
 

@@ -181,7 +181,7 @@ def write_summary(summary: dict[str, Any], output_json: str | os.PathLike) -> tu
     """Write ``summary`` as JSON to ``output_json`` and as Markdown next to it (same name, ``.md``), each atomically
     (temporary file in the same folder, then ``os.replace``). Both texts are rendered before either file is written.
     Returns (json path, markdown path)."""
-    from nnunet_freetumor.io import atomic_write_text
+    from nnunet_freetumor.utilities.files import atomic_write_text
 
     out_json = Path(output_json)
     out_md = out_json.with_suffix(".md")

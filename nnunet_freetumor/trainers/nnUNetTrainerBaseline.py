@@ -7,7 +7,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.trainer_base import apply_schedule_overrides, seed_from_env
+from nnunet_freetumor.training.trainer_base import apply_schedule_overrides, seed_from_env
 
 
 class nnUNetTrainerBaseline(nnUNetTrainer):

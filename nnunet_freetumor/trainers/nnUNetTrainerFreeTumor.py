@@ -13,7 +13,7 @@ from nnunet_freetumor.generator.checkpoint import (
 )
 from nnunet_freetumor.generator.networks import divisor, mask_input
 from nnunet_freetumor.synthesis.residual import generator_synthesis
-from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase
+from nnunet_freetumor.training.trainer_base import DeviceSynthesisTrainerBase
 
 
 class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
-from nnunet_freetumor.trainer_base import DeviceSynthesisTrainerBase, SyntheticTumorTrainerBase
+from nnunet_freetumor.training.trainer_base import DeviceSynthesisTrainerBase, SyntheticTumorTrainerBase
 
 
 class nnUNetTrainerHandcraftedTumor(SyntheticTumorTrainerBase):

@@ -11,30 +11,25 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-from torch import distributed as dist
 
 from nnunet_freetumor import env
-from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.io import atomic_save, atomic_write_text
+from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfigError
 from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, healthy_organs, tumor_label_lut
-from nnunet_freetumor.plots import Example, example_from_sample, save_montage
 from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
 from nnunet_freetumor.synthesis.boxes import CropRule, tumor_box
 from nnunet_freetumor.synthesis.intensity import ct_normalizations
 from nnunet_freetumor.synthesis.pipeline import synthesize_and_gate
-from nnunet_freetumor.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
-
-STATS_FILENAME = "freetumor_stats.json"
-MAX_EXAMPLES = 6
+from nnunet_freetumor.training.preflight import check_organs_present, check_single_channel, check_trainable
+from nnunet_freetumor.training.statistics import EpochStatistics, log_line
+from nnunet_freetumor.training.transform import TumorSynthesisTransform, insert_after_spatial, split_mask_channel
+from nnunet_freetumor.utilities.files import atomic_save
 
 
 def seed_from_env(trainer: nnUNetTrainer, environ=None) -> None:
@@ -60,29 +55,6 @@ def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) 
         )
 
 
-def check_organs_present(preprocessed_folder: Path, cfg: FreeTumorConfig) -> None:
-    """Refuse a dataset in which no preprocessed case contains any configured organ: nothing could be synthesized.
-
-    Reads nnU-Net's per-case properties (their class_locations list the labels of each case); skipped when the folder
-    does not exist yet (nnU-Net itself then says what is missing)."""
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-    if not preprocessed_folder.is_dir():
-        return
-    dataset = infer_dataset_class(str(preprocessed_folder))
-    ids = dataset.get_identifiers(str(preprocessed_folder))
-    ds = dataset(str(preprocessed_folder), ids)
-    for k in ids:
-        locations = ds.load_case(k)[3]["class_locations"]
-        if any(len(locations.get(o, ())) for o in cfg.organ_labels):
-            return
-    raise FreeTumorConfigError(
-        f"none of the {len(ids)} cases in {preprocessed_folder} contains an organ label {list(cfg.organ_labels)}: "
-        "there is no healthy organ to put a synthetic tumor into. Add organ labels to your cases (README: 'Using it "
-        "on your data') or fix the label pairs with `freetumor_config`."
-    )
-
-
 class SyntheticTumorTrainerBase(nnUNetTrainer):
     """Base of the plugin's trainers. Subclasses set ``synthesis_mode`` and may override ``synthesize_batch``."""
 
@@ -97,8 +69,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
-        self._examples: list[Example] = []
-        self._epoch_counts: dict[str, float] = {}
+        self.statistics = EpochStatistics()
         try:  # every check that can fail runs before nnU-Net creates the output folder: no partial outputs
             self.preflight(PlansManager(plans), configuration, fold, dataset_json)
         except FreeTumorConfigError as e:
@@ -109,16 +80,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
     # --- set-up -----------------------------------------------------------------------------------------------------
     def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:
         """Resolve and check the FreeTumor config (subclasses also load their frozen models, on the CPU)."""
-        if plans_manager.get_label_manager(dataset_json).has_regions:
-            raise FreeTumorConfigError(
-                "region-based training (dataset.json labels as lists) is not supported by the FreeTumor trainers: "
-                "synthetic tumors get integer tumor labels. Train on integer labels instead."
-            )
-        if len(plans_manager.get_configuration(configuration).patch_size) != 3:
-            raise FreeTumorConfigError(
-                f"configuration {configuration!r} is 2-D; tumor synthesis needs a 3-D configuration "
-                "(3d_fullres, 3d_lowres, 3d_cascade_fullres)."
-            )
+        check_trainable(plans_manager, configuration, dataset_json)
         pre = env.get(env.PREPROCESSED)
         cfg, source = config_for_dataset(dataset_json, Path(pre, plans_manager.dataset_name) if pre else None)
         if self.config_overrides:
@@ -207,17 +169,13 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
 
     # --- bookkeeping ------------------------------------------------------------------------------------------------
     def count(self, **counts: float) -> None:
-        for k, v in counts.items():
-            self._epoch_counts[k] = self._epoch_counts.get(k, 0) + v
+        self.statistics.count(**counts)
 
     def remember_example(
         self, image: torch.Tensor, mask: torch.Tensor, title: str, before: torch.Tensor | None = None
     ) -> None:
-        if self.local_rank != 0 or len(self._examples) >= MAX_EXAMPLES or not self._png_due():
-            return
-        ex = example_from_sample(image, mask, title, before)
-        if ex is not None:
-            self._examples.append(ex)
+        if self.local_rank == 0 and self._png_due():
+            self.statistics.add_example(image, mask, title, before)
 
     def _png_due(self) -> bool:
         every = self.freetumor_config.png_every if self.freetumor_config else 0
@@ -225,37 +183,19 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         return every > 0 and (self.current_epoch % every == 0 or last)
 
     def on_train_epoch_start(self):
-        self._epoch_counts = {"candidates": 0, "synthesized": 0}
-        self._examples = []
+        self.statistics.start(candidates=0, synthesized=0)
         super().on_train_epoch_start()
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
-        counts = self._reduce_counts(self._epoch_counts)
-        self.print_to_log_file("FreeTumor: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()))
+        counts = self.epoch_counts(self.statistics.reduced(self.device, self.is_ddp))
+        self.print_to_log_file(log_line(counts))
         if self.local_rank == 0:
-            self._append_stats(counts)
-            if self._examples:
-                save_montage(
-                    self._examples,
-                    Path(self.output_folder, f"synthesis_epoch_{self.current_epoch:04d}.png"),
-                    f"{type(self).__name__} epoch {self.current_epoch}",
-                )
+            self.statistics.save(self.output_folder, self.current_epoch, counts, type(self).__name__)
 
-    def _reduce_counts(self, counts: dict[str, float]) -> dict[str, float]:
-        if not self.is_ddp:
-            return dict(counts)
-        keys = sorted(counts)
-        t = torch.tensor([float(counts[k]) for k in keys], device=self.device, dtype=torch.float64)
-        dist.all_reduce(t)
-        return dict(zip(keys, t.tolist()))
-
-    def _append_stats(self, counts: dict[str, float]) -> None:
-        path = Path(self.output_folder, STATS_FILENAME)
-        history = json.loads(path.read_text()) if path.is_file() else []
-        history = [h for h in history if h.get("epoch", -1) < self.current_epoch]  # a resumed run rewrites its epochs
-        history.append({"epoch": self.current_epoch, **{k: _jsonable(v) for k, v in counts.items()}})
-        atomic_write_text(path, json.dumps(history, indent=1) + "\n")
+    def epoch_counts(self, counts: dict[str, float]) -> dict[str, float]:
+        """The epoch's counts as logged (subclasses derive rates here)."""
+        return counts
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def save_checkpoint(self, filename: str) -> None:
@@ -268,15 +208,6 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
 
 def _full_res(t: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return t[0] if isinstance(t, (list, tuple)) else t
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer() else str(int(v))
-
-
-def _jsonable(v: float) -> float | int:
-    v = float(v)
-    return int(v) if v.is_integer() else (None if np.isnan(v) else v)
 
 
 class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
@@ -293,12 +224,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
 
     def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:
         super().preflight(plans_manager, configuration, fold, dataset_json)
-        n_in = determine_num_input_channels(plans_manager, plans_manager.get_configuration(configuration), dataset_json)
-        if n_in != 1:
-            raise FreeTumorConfigError(
-                f"{type(self).__name__} synthesizes on single-channel CT; this dataset has {n_in} input channels. "
-                "Use nnUNetTrainerHandcraftedTumor (it paints every CT channel) instead."
-            )
+        check_single_channel(plans_manager, configuration, dataset_json, type(self).__name__)
         results = env.get(env.RESULTS)
         if not results:
             raise FreeTumorConfigError("nnUNet_results is not set: it is needed to find the frozen models")
@@ -426,10 +352,10 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        self._epoch_counts.update(accepted=0, rejected=0, nonfinite=0, p_sum=0.0, p_n=0)
+        self.statistics.count(accepted=0, rejected=0, nonfinite=0, p_sum=0.0, p_n=0)
 
-    def _reduce_counts(self, counts: dict[str, float]) -> dict[str, float]:
-        counts = super()._reduce_counts(counts)
+    def epoch_counts(self, counts: dict[str, float]) -> dict[str, float]:
+        counts = super().epoch_counts(counts)
         p_sum, p_n = counts.pop("p_sum", 0.0), counts.pop("p_n", 0)
         counts["mean_P"] = p_sum / p_n if p_n else float("nan")
         return counts

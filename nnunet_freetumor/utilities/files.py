@@ -1,6 +1,5 @@
-"""File safety: atomic writes (a crash or ``kill -9`` leaves either the old file or the new one, never half of one)
-a completeness check for image files that readers would load half-written, and a same-voxel-grid check for an image
-and its label file."""
+"""File safety: atomic writes (a crash or ``kill -9`` leaves either the old file or the new one, never half of one),
+folders built in a hidden sibling and renamed at the end, and the rules for a new nnU-Net dataset folder."""
 
 from __future__ import annotations
 
@@ -10,14 +9,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from nnunet_freetumor.errors import FreeTumorConfigError
-
-# how far two files' headers may differ and still count as the same voxel grid (mm, mm, direction cosines)
-GEOMETRY_ATOL = {"spacing": 1e-4, "origin": 1e-3, "direction": 1e-4}
 
 
 @contextlib.contextmanager
@@ -115,83 +108,3 @@ def new_dataset_folder(
     if target.exists() and not overwrite:
         raise FreeTumorConfigError(f"{target} already exists: pass --overwrite to replace it")
     return target
-
-
-def check_complete(path: str | os.PathLike) -> None:
-    """Raise ``ValueError`` when an image file is cut short: a gzip stream that ends early or fails its CRC, or a NIfTI
-    (``.nii`` / ``.nii.gz``) with fewer voxel bytes than its header announces.
-
-    SimpleITK does not notice either: a ``.nii.gz`` cut in half reads without an error, the missing half filled with
-    whatever the decoder left there. Costs one extra decompression pass; other formats are left to the reader.
-    """
-    import gzip
-    import struct
-    import zlib
-
-    path = Path(path)
-    name = path.name.lower()
-    gz = name.endswith(".gz")
-    if not (gz or name.endswith(".nii")):
-        return
-    opener = gzip.open if gz else open
-    total, head = 0, b""
-    try:
-        with opener(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                if len(head) < 348:
-                    head += chunk[: 348 - len(head)]
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error) as e:  # gzip: "Compressed file ended before the end-of-stream marker ..."
-        raise ValueError(f"{path} is truncated or corrupt ({e})") from None
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or len(head) < 348:
-        return
-    for endian in "<>":
-        if struct.unpack(endian + "i", head[:4])[0] == 348:  # NIfTI-1 header size, in the file's byte order
-            dim = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
-            n = 1
-            for d in dim[1 : 1 + max(0, min(dim[0], 7))]:
-                n *= max(int(d), 1)
-            expected = int(vox_offset) + n * bitpix // 8
-            if total < expected:
-                raise ValueError(f"{path} is truncated: {total} bytes of NIfTI data, its header announces {expected}")
-            return
-
-
-def image_geometry(path: str | os.PathLike) -> dict[str, Any]:
-    """Size (x, y, z), spacing, origin and direction of an image file, read from its header only (SimpleITK)."""
-    import SimpleITK as sitk
-
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    try:
-        r.ReadImageInformation()
-    except RuntimeError as e:
-        raise FreeTumorConfigError(f"cannot read {path}: {str(e).strip().splitlines()[-1][:200]}") from None
-    return {
-        "size": tuple(r.GetSize()),
-        "spacing": tuple(r.GetSpacing()),
-        "origin": tuple(r.GetOrigin()),
-        "direction": tuple(r.GetDirection()),
-    }
-
-
-def check_same_grid(case: str, image: str | os.PathLike, other: str | os.PathLike, what: str, fix: str) -> None:
-    """``other`` (the case's ``what``: label, mask) must lie on ``image``'s voxel grid (size exactly; spacing, origin
-    and direction within ``GEOMETRY_ATOL``); otherwise one clear error naming the case, both values and ``fix``."""
-    gi, go = image_geometry(image), image_geometry(other)
-    if gi["size"] != go["size"]:
-        raise FreeTumorConfigError(
-            f"case {case}: the {what} {other} has size {go['size']} but the image {image} has {gi['size']}: {fix}"
-        )
-    for key, atol in GEOMETRY_ATOL.items():
-        if len(gi[key]) != len(go[key]) or not np.allclose(gi[key], go[key], rtol=0, atol=atol):
-            raise FreeTumorConfigError(
-                f"case {case}: the {what} {other} has {key} {_fmt(go[key])} but the image {image} has "
-                f"{_fmt(gi[key])} (tolerance {atol}): {fix}"
-            )
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
