@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         paths = require_env("nnUNet_raw", "nnUNet_preprocessed")
-        from nnunet_freetumor.unlabeled import (
+        from nnunet_freetumor.unlabeled.workflow import (
             AddUnlabeled,
             QualityFilters,
             UnlabeledRequest,

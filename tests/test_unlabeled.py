@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import DATASET_ID, GENERATOR_ARGS, Demo, run
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
-from nnunet_freetumor.unlabeled import (
+from nnunet_freetumor.unlabeled.workflow import (
     REPORT_JSON,
     REPORT_MD,
     SPLITS,
@@ -422,7 +422,7 @@ def test_the_command_line_prints_one_error_line_and_exits_2(roots, tmp_path, cap
 
 
 def test_any_error_while_moving_in_leaves_the_dataset_as_it_was(roots, tmp_path, monkeypatch):
-    import nnunet_freetumor.unlabeled as unlabeled_module
+    import nnunet_freetumor.unlabeled.workflow as unlabeled_module
 
     raw, pre = roots["raw"] / SRC, roots["pre"] / SRC
     (pre / SPLITS).write_text(json.dumps(nnunet_default_split([f"case_{i}" for i in range(5)])))
