@@ -13,20 +13,12 @@ import SimpleITK as sitk
 from conftest import DATASET_ID, GENERATOR_ARGS, Demo, run
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
-from nnunet_freetumor.unlabeled.workflow import (
-    REPORT_JSON,
-    REPORT_MD,
-    SPLITS,
-    AddUnlabeled,
-    QualityFilters,
-    UnlabeledRequest,
-    add_to_splits,
-    assess_case,
-    largest_component_share,
-    nnunet_default_split,
-    parse_label_map,
-    remap_labels,
-)
+from nnunet_freetumor.unlabeled.label_map import parse_label_map, remap_labels
+from nnunet_freetumor.unlabeled.qc import assess_case, largest_component_share
+from nnunet_freetumor.unlabeled.report import REPORT_JSON, REPORT_MD, UnlabeledResult
+from nnunet_freetumor.unlabeled.request import QualityFilters, UnlabeledRequest
+from nnunet_freetumor.unlabeled.splits import SPLITS, add_to_splits, nnunet_default_split
+from nnunet_freetumor.unlabeled.workflow import UnlabeledPlan, add_unlabeled, plan_unlabeled
 
 SRC = "Dataset980_Unl"
 SHAPE = (12, 32, 32)  # z, y, x
@@ -110,8 +102,14 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def add(roots, **kw) -> AddUnlabeled:
-    return AddUnlabeled(UnlabeledRequest(dataset=SRC, **kw), roots["raw"], roots["pre"], roots["results"])
+def plan(roots, **kw) -> UnlabeledPlan:
+    """The checked request (raises what the command would print)."""
+    return plan_unlabeled(UnlabeledRequest(dataset=SRC, **kw), roots["raw"], roots["pre"], roots["results"])
+
+
+def add(roots, **kw) -> UnlabeledResult:
+    """Check and run the request."""
+    return add_unlabeled(plan(roots, **kw), progress=False)
 
 
 # --- pure functions ------------------------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ def test_merging_in_place_keeps_existing_cases_and_the_test_set_and_passes_nnune
     old_dj = json.loads((raw / "dataset.json").read_text())
     cases = {"scan_a": ct_case(10), "scan_b": ct_case(11)}
     folder = unlabeled(tmp_path / "in", cases, masks=tmp_path / "masks")
-    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
 
     assert [a.decision for a in result.cases] == ["added", "added"]
     after = snapshot(raw)
@@ -234,7 +232,7 @@ def test_cases_with_a_tumor_label_are_skipped_or_kept_as_flagged_and_counted(roo
     raw = roots["raw"] / SRC
     cases = {"healthy": ct_case(10), "sick": ct_case(11, tumor=True)}
     folder = unlabeled(tmp_path / "in", cases, masks=tmp_path / "masks")
-    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), tumors=mode).run(progress=False)
+    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), tumors=mode)
     by_case = {a.case: a for a in result.cases}
     assert by_case["sick"].tumor_voxels == {"liver tumor": 3 * 4 * 4}
     assert by_case["healthy"].decision == "added"
@@ -273,7 +271,7 @@ def test_a_mask_off_the_image_grid_is_refused_naming_the_case_and_nothing_is_wri
     else:
         write(tmp_path / "masks" / "bad.nii.gz", bad[1], **geometry)
     with pytest.raises(FreeTumorConfigError, match=f"case bad: the organ mask .*{message}"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     assert snapshot(raw) == before
     assert sorted(p.name for p in roots["raw"].iterdir()) == [SRC]
 
@@ -284,15 +282,14 @@ def test_supplied_masks_with_other_label_ids_are_remapped_and_unmapped_ids_repor
     foreign = np.where(labels == 1, 5, 0).astype(np.uint8)  # liver is 5 in the mask source
     foreign[0, 0:3, 0:3] = 9  # another structure the dataset has no label for
     folder = unlabeled(tmp_path / "in", {"scan": (image, foreign)}, masks=tmp_path / "masks")
-    op = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), label_map={5: 1})
-    result = op.run(progress=False)
+    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), label_map={5: 1})
     assert result.cases[0].decision == "added"
     assert result.cases[0].unmapped_voxels == {"9": 9}
     assert np.array_equal(read(raw / "labelsTr" / "unlabeled_scan.nii.gz"), labels)
     report = json.loads((raw / REPORT_JSON).read_text())
     assert report["label_map"] == {"5": 1} and report["unmapped_label_ids"]["cases_per_id"] == {"9": 1}
     with pytest.raises(FreeTumorConfigError, match=r"target id\(s\) \[7\] are not labels"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), label_map={5: 7}, prefix="x")
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), label_map={5: 7}, prefix="x")
 
 
 def test_new_cases_join_every_folds_training_list_and_never_a_validation_list(roots, tmp_path):
@@ -301,7 +298,7 @@ def test_new_cases_join_every_folds_training_list_and_never_a_validation_list(ro
     (pre / SPLITS).write_text(json.dumps(splits))
     (raw / SPLITS).write_text(json.dumps(splits))  # nnU-Net's planner checks a raw split against the preprocessed one
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10), "b": ct_case(11)}, masks=tmp_path / "masks")
-    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     for path in (pre / SPLITS, raw / SPLITS):
         new = json.loads(path.read_text())
         assert [s["val"] for s in new] == [s["val"] for s in splits]
@@ -313,7 +310,7 @@ def test_new_cases_join_every_folds_training_list_and_never_a_validation_list(ro
 def test_make_split_writes_nnunets_split_of_the_existing_cases_plus_the_new_ones_in_training(roots, tmp_path):
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10)}, masks=tmp_path / "masks")
     shutil.rmtree(roots["pre"] / SRC)  # not planned yet
-    add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), make_split=True).run(progress=False)
+    add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), make_split=True)
     written = json.loads((roots["pre"] / SRC / SPLITS).read_text())
     expected = nnunet_default_split([f"case_{i}" for i in range(5)])
     assert [s["val"] for s in written] == [s["val"] for s in expected]
@@ -327,7 +324,7 @@ def test_a_truncated_scan_is_a_clear_error_naming_the_file_and_nothing_is_writte
     data = (folder / "b_0000.nii.gz").read_bytes()
     (folder / "b_0000.nii.gz").write_bytes(data[: len(data) // 2])  # header intact, voxel data cut off
     with pytest.raises(FreeTumorConfigError, match=r"cannot read .*b_0000\.nii\.gz \(corrupt or truncated"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     assert snapshot(raw) == before
     assert sorted(p.name for p in roots["raw"].iterdir()) == [SRC]
 
@@ -337,12 +334,12 @@ def test_an_id_clash_is_refused_before_anything_is_written(roots, tmp_path):
     before = snapshot(raw)
     folder = unlabeled(tmp_path / "in", {"0": ct_case(10)}, masks=tmp_path / "masks")  # case_ + 0 = case_0
     with pytest.raises(FreeTumorConfigError, match="would become case_0, which .* already has"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), prefix="case")
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), prefix="case")
     (roots["results"] / "Dataset981_Other").mkdir()
     with pytest.raises(FreeTumorConfigError, match="already uses dataset id 981"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=981)
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=981)
     with pytest.raises(FreeTumorConfigError, match="is the source dataset's id"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=980)
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=980)
     assert snapshot(raw) == before
 
 
@@ -353,9 +350,7 @@ def test_a_new_dataset_id_gets_a_copy_plus_the_new_cases_and_the_source_stays_un
     CFG.save(pre / "freetumor_config.json")
     before_raw, before_pre = snapshot(raw), snapshot(pre)
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10)}, masks=tmp_path / "masks")
-    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=985, name="More").run(
-        progress=False
-    )
+    result = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=985, name="More")
     assert snapshot(raw) == before_raw and snapshot(pre) == before_pre
     out = roots["raw"] / "Dataset985_More"
     assert result.target == out
@@ -378,7 +373,7 @@ def test_dry_run_writes_nothing_and_nothing_passing_is_an_error_with_nothing_wri
     raw = roots["raw"] / SRC
     before = snapshot(raw)
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10), "b": ct_case(11, tumor=True)}, masks=tmp_path / "masks")
-    dry = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), dry_run=True).run(progress=False)
+    dry = add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), dry_run=True)
     assert [a.decision for a in dry.cases] == ["added", "skipped_tumor"] and dry.report_files == []
     with pytest.raises(FreeTumorConfigError, match=r"none of the 2 unlabeled case\(s\) passed"):
         add(
@@ -386,7 +381,7 @@ def test_dry_run_writes_nothing_and_nothing_passing_is_an_error_with_nothing_wri
             input_folder=str(folder),
             organ_masks=str(tmp_path / "masks"),
             filters=QualityFilters(min_organ_ml=100),
-        ).run(progress=False)
+        )
     assert snapshot(raw) == before
     assert sorted(p.name for p in roots["raw"].iterdir()) == [SRC]
 
@@ -398,13 +393,13 @@ def test_inputs_with_the_wrong_channels_or_names_are_refused(roots, tmp_path):
     with pytest.raises(
         FreeTumorConfigError, match=r"case a .* has channel file\(s\) _0000, _0001, but the dataset has 1"
     ):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     (folder / "a_0001.nii.gz").unlink()
     write(folder / "b.nii.gz", image)
     with pytest.raises(FreeTumorConfigError, match="does not follow nnU-Net's naming"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
+        plan(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     with pytest.raises(FreeTumorConfigError, match="no organ mask"):
-        add(roots, input_folder=str(unlabeled(tmp_path / "in2", {"c": (image, labels)})), organ_masks=str(tmp_path))
+        plan(roots, input_folder=str(unlabeled(tmp_path / "in2", {"c": (image, labels)})), organ_masks=str(tmp_path))
 
 
 def test_the_command_line_prints_one_error_line_and_exits_2(roots, tmp_path, capsys):
@@ -422,31 +417,31 @@ def test_the_command_line_prints_one_error_line_and_exits_2(roots, tmp_path, cap
 
 
 def test_any_error_while_moving_in_leaves_the_dataset_as_it_was(roots, tmp_path, monkeypatch):
-    import nnunet_freetumor.unlabeled.workflow as unlabeled_module
+    import nnunet_freetumor.unlabeled.transaction as transaction
 
     raw, pre = roots["raw"] / SRC, roots["pre"] / SRC
     (pre / SPLITS).write_text(json.dumps(nnunet_default_split([f"case_{i}" for i in range(5)])))
     (raw / REPORT_JSON).write_text("{}")  # a previous report is restored too
     before_raw, before_pre = snapshot(raw), snapshot(pre)
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10), "b": ct_case(11)}, masks=tmp_path / "masks")
-    real_write = unlabeled_module.atomic_write_text
+    real_write = transaction.atomic_write_text
 
     def failing_write(path, text):
         if Path(path).name == "dataset.json":  # the very last step
             raise OSError("disk full")
         real_write(path, text)
 
-    monkeypatch.setattr(unlabeled_module, "atomic_write_text", failing_write)
+    monkeypatch.setattr(transaction, "atomic_write_text", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks")).run(progress=False)
+        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"))
     assert snapshot(raw) == before_raw and snapshot(pre) == before_pre
 
     def failing_json(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(AddUnlabeled, "_updated_dataset_json", failing_json)
+    monkeypatch.setattr("nnunet_freetumor.unlabeled.workflow.updated_dataset_json", failing_json)
     with pytest.raises(OSError, match="disk full"):
-        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=986).run(progress=False)
+        add(roots, input_folder=str(folder), organ_masks=str(tmp_path / "masks"), output_id=986)
     assert sorted(p.name for p in roots["raw"].iterdir()) == [SRC]
     assert sorted(p.name for p in roots["pre"].iterdir()) == [SRC]
     assert snapshot(raw) == before_raw
@@ -468,12 +463,12 @@ def test_an_organ_model_with_other_label_ids_needs_a_label_map_and_the_error_sug
     folder = unlabeled(tmp_path / "in", {"a": ct_case(10)})
     model = fake_model(tmp_path / "organ_model", {"background": 0, "spleen": 1, "kidney": 2, "liver": 6})
     with pytest.raises(FreeTumorConfigError, match=r"labels .* differ .*: pass --label_map 6:1 \(model id"):
-        add(roots, input_folder=str(folder), organ_model=str(model))
+        plan(roots, input_folder=str(folder), organ_model=str(model))
     with pytest.raises(FreeTumorConfigError, match=r"source id\(s\) \[7\] are not labels of the organ model"):
-        add(roots, input_folder=str(folder), organ_model=str(model), label_map={7: 1})
+        plan(roots, input_folder=str(folder), organ_model=str(model), label_map={7: 1})
     # the map is accepted; then nnU-Net's predictor cannot use a checkpoint without a network: one clear error
     with pytest.raises(FreeTumorConfigError, match="cannot load the organ model .*KeyError"):
-        add(roots, input_folder=str(folder), organ_model=str(model), label_map={6: 1})
+        plan(roots, input_folder=str(folder), organ_model=str(model), label_map={6: 1})
 
 
 # --- end to end: masks predicted by the tiny baseline through nnU-Net's predictor -----------------------------------
