@@ -3,8 +3,10 @@
 New case ids are ``{prefix}_{case}``; images are copied byte for byte, labels written with the image's geometry
 (uint8). Everything is built in a hidden staging folder first, then moved in (in place) or the whole dataset is copied
 into a staged new dataset (``output_id``, renamed into place at the end); dataset.json is written last and atomically.
-Any error removes what was moved in and restores the files that were replaced: nothing is left behind. An existing
-case is never overwritten (a clash is refused before anything is written, see ``dataset.check_clashes``).
+Both ways run in one ``Transaction``, which journals every change (a file moved in, a file written, a folder renamed
+into place) with its undo: any error undoes them, last first (what was moved in is removed, replaced files are
+restored, folders it created are removed), so nothing is left behind. An existing case is never overwritten (a clash
+is refused before anything is written, see ``dataset.check_clashes``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.io import atomic_write_text, staged_folder
 from nnunet_freetumor.unlabeled.dataset import SourceDataset
-from nnunet_freetumor.unlabeled.report import REPORT_JSON, REPORT_MD, report_paths
+from nnunet_freetumor.unlabeled.report import report_paths
 from nnunet_freetumor.unlabeled.splits import SPLITS
 
 
@@ -59,102 +61,120 @@ def stage_case(
     write_like(labels, reference, stage / "labelsTr" / f"{new_id}{file_ending}")
 
 
-def commit_in_place(update: DatasetUpdate, dataset: SourceDataset) -> tuple[list[Path], list[Path]]:
-    """Move the staged files in, then splits and reports, dataset.json last; undo everything on any error. Returns
-    (split files, report files) written."""
-    raw, pre_folder = dataset.raw, dataset.preprocessed
-    moved: list[Path] = []
-    replaced: dict[Path, str | None] = {}
-    pre_existed = pre_folder.is_dir()
+class Transaction:
+    """All or nothing over files and folders: every change is journaled with its undo. ``with Transaction() as tx:``
+    undoes the changes of the block, last first, when it raises (an interrupt included), and keeps them when it
+    ends. Folders that a change had to create are removed again (while empty)."""
 
-    def write(path: Path, text: str) -> None:
-        if path not in replaced:
-            replaced[path] = path.read_text() if path.is_file() else None
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], object]] = []
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for undo in reversed(self._undo):
+                with contextlib.suppress(OSError):
+                    undo()
+        self._undo.clear()
+
+    def move_in(self, src: Path, dst: Path) -> None:
+        """Rename ``src`` to ``dst`` (the same file system); a ``dst`` that exists is refused, never overwritten."""
+        self._make_folder(dst.parent)
+        if dst.exists():
+            raise FreeTumorConfigError(f"{dst} appeared while this command ran: nothing was written")
+        os.replace(src, dst)
+        self._undo.append(dst.unlink)
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Write ``path`` atomically; undo restores the file it replaced, or removes it."""
+        old = path.read_text() if path.is_file() else None
+        self._make_folder(path.parent)
+        self._undo.append(lambda: path.unlink(missing_ok=True) if old is None else atomic_write_text(path, old))
         atomic_write_text(path, text)
 
-    try:
+    @contextlib.contextmanager
+    def new_folder(self, target: Path) -> Iterator[Path]:
+        """Build the folder ``target`` in a hidden staging sibling (``io.staged_folder``: removed if the block
+        raises); renamed into place when the block ends, and removed again by undo."""
+        self._make_folder(target.parent)
+        with staged_folder(target) as tmp:
+            yield tmp
+        self._undo.append(lambda: shutil.rmtree(target))
+
+    def _make_folder(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):  # outermost first: undo removes the innermost first
+            try:
+                d.mkdir()
+            except FileExistsError:  # made by someone else meanwhile: not ours to remove
+                continue
+            self._undo.append(d.rmdir)
+
+
+def commit_in_place(update: DatasetUpdate, dataset: SourceDataset) -> tuple[list[Path], list[Path]]:
+    """Move the staged cases into the dataset, then write the splits and reports, dataset.json last, in one
+    ``Transaction``. Returns (split files, report files)."""
+    raw = dataset.raw
+    split_files = [dataset.preprocessed / SPLITS if k == "preprocessed" else raw / SPLITS for k in update.split_texts]
+    report_files = list(report_paths(update.report, raw))
+    with Transaction() as tx:
         for sub in ("imagesTr", "labelsTr"):
-            (raw / sub).mkdir(exist_ok=True)
             for f in sorted((update.stage / sub).iterdir()):
-                dst = raw / sub / f.name
-                if dst.exists():
-                    raise FreeTumorConfigError(f"{dst} appeared while this command ran: nothing was written")
-                os.replace(f, dst)
-                moved.append(dst)
-        split_files = []
-        for k, text in update.split_texts.items():
-            path = pre_folder / SPLITS if k == "preprocessed" else raw / SPLITS
-            write(path, text)
-            split_files.append(path)
-        paths = report_paths(update.report, raw)
-        for p, text in zip(paths, update.report_texts):
-            write(p, text)
-        write(raw / "dataset.json", update.dataset_json)
-    except BaseException:
-        for dst in moved:
-            with contextlib.suppress(OSError):
-                dst.unlink()
-        for path, old in replaced.items():
-            with contextlib.suppress(OSError):
-                if old is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    atomic_write_text(path, old)
-        if not pre_existed:
-            with contextlib.suppress(OSError):
-                pre_folder.rmdir()  # only if empty: created for --make_split's split
-        raise
-    return split_files, list(paths)
+                tx.move_in(f, raw / sub / f.name)
+        for path, text in zip(split_files, update.split_texts.values()):
+            tx.write_text(path, text)
+        for path, text in zip(report_files, update.report_texts):
+            tx.write_text(path, text)
+        tx.write_text(raw / "dataset.json", update.dataset_json)
+    return split_files, report_files
 
 
 def commit_new_dataset(update: DatasetUpdate, dataset: SourceDataset, target: Path) -> tuple[list[Path], list[Path]]:
-    """Copy the raw dataset into a staged new dataset, add the new cases, splits, reports, dataset.json; the
-    preprocessed folder of the new dataset gets the split (and the FreeTumor config) the same way. Returns (split
-    files, report files) written."""
+    """Build the new dataset ``target`` in a staging folder (a copy of the raw dataset, the new cases, split, reports
+    and dataset.json), give its preprocessed folder the split (and the FreeTumor config) the same way, and rename
+    both into place, in one ``Transaction``. Returns (split files, report files)."""
+    pre_target = dataset.preprocessed.parent / target.name
+    pre_files = _preprocessed_files(update, dataset)
+    split_files = [target / SPLITS] if "raw" in update.split_texts else []
+    split_files += [pre_target / SPLITS] if SPLITS in pre_files else []
+    report_files = list(report_paths(update.report, target))
+    with Transaction() as tx, tx.new_folder(target) as tmp:
+        shutil.copytree(dataset.raw, tmp, dirs_exist_ok=True, ignore=_ignore_hidden)
+        for sub in ("imagesTr", "labelsTr"):
+            (tmp / sub).mkdir(exist_ok=True)
+            for f in sorted((update.stage / sub).iterdir()):
+                os.replace(f, tmp / sub / f.name)
+        if "raw" in update.split_texts:
+            (tmp / SPLITS).write_text(update.split_texts["raw"])
+        for path, text in zip(report_files, update.report_texts):
+            if update.report:
+                tx.write_text(path, text)
+            else:
+                (tmp / path.name).write_text(text)
+        (tmp / "dataset.json").write_text(update.dataset_json)
+        if pre_files:  # in place before the raw dataset: nnU-Net never sees it without its split
+            with tx.new_folder(pre_target) as ptmp:
+                for fname, text in pre_files.items():
+                    (ptmp / fname).write_text(text)
+    return split_files, report_files
+
+
+def _preprocessed_files(update: DatasetUpdate, dataset: SourceDataset) -> dict[str, str]:
+    """The new dataset's preprocessed folder: the split, and the source's FreeTumor config where it came from there."""
     from nnunet_freetumor.config import CONFIG_FILENAME
 
-    pre_target = dataset.preprocessed.parent / target.name
-    pre_files: dict[str, str] = {}
+    out = {}
     if "preprocessed" in update.split_texts:
-        pre_files[SPLITS] = update.split_texts["preprocessed"]
+        out[SPLITS] = update.split_texts["preprocessed"]
     src_cfg = dataset.preprocessed / CONFIG_FILENAME
     if src_cfg.is_file() and dataset.cfg_source == str(src_cfg):
-        pre_files[CONFIG_FILENAME] = src_cfg.read_text()
-    committed_pre = False
-    split_files = []
-    try:
-        with staged_folder(target) as tmp:
-            shutil.copytree(dataset.raw, tmp, dirs_exist_ok=True, ignore=_ignore_hidden)
-            for sub in ("imagesTr", "labelsTr"):
-                (tmp / sub).mkdir(exist_ok=True)
-                for f in sorted((update.stage / sub).iterdir()):
-                    os.replace(f, tmp / sub / f.name)
-            if "raw" in update.split_texts:
-                (tmp / SPLITS).write_text(update.split_texts["raw"])
-                split_files.append(target / SPLITS)
-            if update.report:
-                paths = report_paths(update.report, target)
-            else:
-                paths = (tmp / REPORT_JSON, tmp / REPORT_MD)
-            for p, text in zip(paths, update.report_texts):
-                atomic_write_text(p, text)
-            report_files = [target / p.name if p.parent == tmp else p for p in paths]
-            (tmp / "dataset.json").write_text(update.dataset_json)
-            if pre_files:
-                with staged_folder(pre_target) as ptmp:
-                    for fname, text in pre_files.items():
-                        (ptmp / fname).write_text(text)
-                committed_pre = True
-                if SPLITS in pre_files:
-                    split_files.append(pre_target / SPLITS)
-    except BaseException:
-        if committed_pre:
-            shutil.rmtree(pre_target, ignore_errors=True)
-        if update.report:
-            for p in report_paths(update.report, target):
-                p.unlink(missing_ok=True)
-        raise
-    return split_files, report_files
+        out[CONFIG_FILENAME] = src_cfg.read_text()
+    return out
 
 
 def _ignore_hidden(folder: str, names: list[str]) -> list[str]:
