@@ -96,7 +96,8 @@ def add_unlabeled(plan: UnlabeledPlan, progress: bool = True) -> UnlabeledResult
     result = UnlabeledResult(target, target.name, dry_run=req.dry_run)
     result.next_command = f"nnUNetv2_plan_and_preprocess -d {int(target.name[7:10])} --verify_dataset_integrity"
     in_place = req.output_id is None
-    with staging(None if req.dry_run else dataset.raw if in_place else dataset.raw.parent, dataset.name) as stage:
+    work_parent = None if req.dry_run else dataset.raw if in_place else dataset.raw.parent  # see staging
+    with staging(work_parent, dataset.name) as stage:
         _assess_and_stage(plan, stage, result, progress)
         if not result.accepted and not req.dry_run:
             why = ", ".join(f"{k}: {n}" for k, n in Counter(a.category for a in result.cases).most_common())
