@@ -82,13 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
-        from nnunet_freetumor.unlabeled import (
-            AddUnlabeled,
-            QualityFilters,
-            UnlabeledRequest,
-            parse_label_map,
-            report_markdown,
-        )
+        from nnunet_freetumor.unlabeled.label_map import parse_label_map
+        from nnunet_freetumor.unlabeled.report import report_markdown
+        from nnunet_freetumor.unlabeled.request import QualityFilters, UnlabeledRequest
+        from nnunet_freetumor.unlabeled.workflow import add_unlabeled, plan_unlabeled
 
         req = UnlabeledRequest(
             dataset=args.dataset,
@@ -118,16 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             npp=args.npp,
             nps=args.nps,
         )
-        op = AddUnlabeled(req, paths[env.RAW], paths[env.PREPROCESSED], env.get(env.RESULTS))
-        if op.model_folder is not None:
+        plan = plan_unlabeled(req, paths[env.RAW], paths[env.PREPROCESSED], env.get(env.RESULTS))
+        if plan.model_folder is not None:
             print(
-                f"predicting the organ masks of {len(op.cases)} case(s) with {op.model_folder} "
+                f"predicting the organ masks of {len(plan.cases)} case(s) with {plan.model_folder} "
                 f"(fold {' '.join(args.folds)})"
             )
-        result = op.run(progress=not args.no_progress)
+        result = add_unlabeled(plan, progress=not args.no_progress)
         c = result.counts
         verb = "would add" if result.dry_run else "added"
-        where = op.name if args.output_id is None else f"{result.target.name} (a copy of {op.name})"
+        name = plan.dataset.name
+        where = name if args.output_id is None else f"{result.target.name} (a copy of {name})"
         lines = [
             f"{verb} {c['added'] + c['added_with_tumor']} of {c['cases']} unlabeled case(s) to {where}: "
             f"{c['added_with_tumor']} with a predicted tumor kept, {c['skipped_tumor']} skipped for a predicted "
@@ -141,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.dry_run:
             lines.append("dry run: nothing was written")
             if not result.report_files:  # the per-case table
-                md = report_markdown(op.report(result))
+                md = report_markdown(result.report)
                 lines.append(md[md.index("| case |") :].rstrip())
         else:
             lines.append(f"next: {result.next_command}")

@@ -175,3 +175,11 @@ def generator(demo: Demo, baseline: Path) -> Path:
 
 def read_stats(fold_folder: Path) -> list[dict]:
     return json.loads((fold_folder / "freetumor_stats.json").read_text())
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch) -> dict[str, Path]:
+    """nnU-Net's three folders with the labeled dataset 980 of the unlabeled-scan tests (unlabeled_data.py)."""
+    from unlabeled_data import make_roots
+
+    return make_roots(tmp_path, monkeypatch)
