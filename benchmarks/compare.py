@@ -330,8 +330,12 @@ class Comparison:
         if not (fold / "checkpoint_final.pth").is_file():
             if run.generator:
                 self.generator(seed, run.generator)
+            # an interrupted run continues from nnU-Net's checkpoint_latest (written every 50 epochs); the RNG stream of
+            # a continued run differs from an uninterrupted one, and commands.log shows the --c
+            resume = ["--c"] if (fold / "checkpoint_latest.pth").is_file() else []
             sh(
-                ["nnUNetv2_train", self.dataset_id, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device],
+                ["nnUNetv2_train", self.dataset_id, "3d_fullres", 0, "-tr", run.trainer, "-device", self.device]
+                + resume,
                 # DA in the main process: seedable, and on 2 cores workers buy nothing (never set for planning)
                 {**env, "nnUNet_n_proc_DA": "0"},
                 self.log,
