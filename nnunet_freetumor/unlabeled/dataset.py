@@ -53,27 +53,18 @@ def load_source_dataset(
 ) -> SourceDataset:
     """The raw dataset ``dataset`` (name or id): name, dataset.json, labels, channels, FreeTumor config and existing
     training cases. Only datasets SimpleITK reads are supported."""
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
     from nnunet_freetumor.labels import config_for_dataset
+    from nnunet_freetumor.utilities.dataset import check_simpleitk_dataset, dataset_name
 
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError) as e:
-        raise FreeTumorConfigError(f"{str(e).splitlines()[0]} Is nnUNet_raw set and the dataset in it?") from None
+    name = dataset_name(dataset)
     raw = Path(raw_root) / name
     if not (raw / "dataset.json").is_file():
         raise FreeTumorConfigError(f"{raw / 'dataset.json'} does not exist: the dataset must be in $nnUNet_raw")
     dj = json.loads((raw / "dataset.json").read_text())
-    fe = dj.get("file_ending", "")
-    reader = dj.get("overwrite_image_reader_writer")
-    if fe not in SimpleITKIO.supported_file_endings or reader not in (None, "SimpleITKIO"):
-        raise FreeTumorConfigError(
-            f"{raw}: only datasets read with SimpleITK ({', '.join(SimpleITKIO.supported_file_endings)}) are "
-            f"supported (file_ending {fe!r}). Convert the dataset to .nii.gz first."
-        )
+    check_simpleitk_dataset(raw, dj)
+    fe = dj["file_ending"]
     labels = int_labels(dj, "the dataset's")
     channel_names = dj.get("channel_names", {})
     if len(channel_names) < 1:

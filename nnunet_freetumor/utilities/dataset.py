@@ -22,11 +22,10 @@ class RawCase:
     label: Path
 
 
-def raw_training_cases(raw_folder: str | os.PathLike, dataset_json: dict[str, Any]) -> list[RawCase]:
-    """The training cases of a raw dataset (imagesTr/labelsTr or dataset.json's 'dataset' list), single-channel CT
-    that nnU-Net reads with SimpleITK; a clear error otherwise."""
+def check_simpleitk_dataset(raw_folder: str | os.PathLike, dataset_json: dict[str, Any]) -> None:
+    """Refuse a raw dataset that nnU-Net does not read with SimpleITK: the tools keep each file's geometry through
+    SimpleITK."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     fe = dataset_json.get("file_ending", "")
     reader = dataset_json.get("overwrite_image_reader_writer")
@@ -35,6 +34,14 @@ def raw_training_cases(raw_folder: str | os.PathLike, dataset_json: dict[str, An
             f"{raw_folder}: only datasets read with SimpleITK ({', '.join(SimpleITKIO.supported_file_endings)}) are "
             f"supported (file_ending {fe!r}, reader {reader or 'auto'}). Convert the dataset to .nii.gz first."
         )
+
+
+def raw_training_cases(raw_folder: str | os.PathLike, dataset_json: dict[str, Any]) -> list[RawCase]:
+    """The training cases of a raw dataset (imagesTr/labelsTr or dataset.json's 'dataset' list), single-channel CT
+    that nnU-Net reads with SimpleITK; a clear error otherwise."""
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    check_simpleitk_dataset(raw_folder, dataset_json)
     if len(dataset_json.get("channel_names", {})) != 1:
         raise FreeTumorConfigError(
             f"{raw_folder} has {len(dataset_json.get('channel_names', {}))} input channels; synthesis works on "
@@ -75,8 +82,8 @@ def dataset_name(dataset: str) -> str:
 
     try:
         return maybe_convert_to_dataset_name(dataset)
-    except RuntimeError as e:
-        raise FreeTumorConfigError(f"{e}. Is nnUNet_raw set and the dataset in it?") from None
+    except (RuntimeError, ValueError) as e:
+        raise FreeTumorConfigError(f"{str(e).splitlines()[0]} Is nnUNet_raw set and the dataset in it?") from None
 
 
 def planned_configuration(
