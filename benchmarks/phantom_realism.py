@@ -30,7 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare import PRESETS, Comparison, sh, write_section  # noqa: E402
-from real_ct import _f, _ms, frechet, measure_all  # noqa: E402
+from real_ct import _f, _ms, frechet  # noqa: E402
+
+from nnunet_freetumor.realism.measures import measure_all
 
 ORGAN, TUMOR = 1, 2  # the phantom's liver / liver tumor labels
 # method -> (freetumor_synthesize --method, the generator's losses = compare.py's results root; "both" for handcrafted)
@@ -46,7 +48,7 @@ COLUMNS = (
     ("diameter_mm", "diameter mm", 0),
     ("mean_hu", "mean HU", 0),
     ("sd_hu", "sd HU", 0),
-    ("ring_lung_hu", "organ ≤5 mm HU", 0),
+    ("ring_organ_hu", "organ ≤5 mm HU", 0),
     ("contrast_hu", "contrast HU", 0),
     ("edge_width_mm", "edge width mm", 1),
     ("gate_p", "S: P", 2),

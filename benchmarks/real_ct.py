@@ -47,9 +47,9 @@ import numpy as np
 from compare import claim_workdir, sh, write_section  # benchmarks/compare.py (this script's folder is on sys.path)
 from scipy import ndimage
 
-from nnunet_freetumor.realism import (  # RING_MM: "surrounding lung": lung voxels within this distance of the lesion
+from nnunet_freetumor.realism.measures import (  # RING_MM: "surrounding lung": lung voxels within this distance of it
     RING_MM,
-    ring_mask,
+    measure_all,
 )
 
 DATASET_ID = 904
@@ -205,10 +205,6 @@ def per_slice(fn, mask: np.ndarray) -> np.ndarray:
 def disk(radius_px: int) -> np.ndarray:
     r = np.arange(-radius_px, radius_px + 1)
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_px**2
-
-
-INPLANE = np.zeros((3, 3, 3), dtype=bool)  # 4-neighbourhood within a slice (axis 0 = slices)
-INPLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 # --- 1. dataset ----------------------------------------------------------------------------------------------------
@@ -576,118 +572,13 @@ class RealCT:
 # --- 7. measurements -----------------------------------------------------------------------------------------------
 
 
-def lesion_measures(hu: np.ndarray, lesion: np.ndarray, organ: np.ndarray, spacing, other: np.ndarray | None = None):
-    """HU statistics inside ``lesion``, contrast to the surrounding ``organ`` (the lung here) within RING_MM, and
-    edge sharpness (arrays (z, y, x), ``spacing`` in mm in the same order). ``other``: another lesion in the scan (its
-    distance is reported)."""
-    from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
-
-    sp = np.asarray(spacing, float)
-    pad = np.ceil((RING_MM + 2 * sp) / sp).astype(int)
-    idx = np.argwhere(lesion)
-    box = tuple(slice(max(lo - p, 0), hi + p + 1) for lo, hi, p in zip(idx.min(0), idx.max(0), pad))
-    h, m, lu = hu[box].astype(np.float32), lesion[box], organ[box] & ~lesion[box]
-    vals = h[m]
-    ring = ring_mask(m, lu, sp, RING_MM)
-    # in-plane gradient magnitude (HU/mm; the 5 mm slice axis is left out) on both sides of the in-plane contour
-    gy, gx = np.gradient(h, sp[1], sp[2], axis=(1, 2))
-    grad = np.hypot(gy, gx)
-    edge = ndimage.binary_dilation(m, INPLANE) & ~ndimage.binary_erosion(m, INPLANE, border_value=1)
-    contrast = float(vals.mean() - h[ring].mean()) if ring.any() else float("nan")
-    edge_grad = float(grad[edge].mean())
-    out = {
-        "voxels": int(m.sum()),
-        "volume_ml": float(m.sum() * sp.prod() / 1000),
-        "diameter_mm": longest_diameter_mm(m, sp),
-        "mean_hu": float(vals.mean()),
-        "sd_hu": float(vals.std()),
-        "p5_hu": float(np.percentile(vals, 5)),
-        "p95_hu": float(np.percentile(vals, 95)),
-        "ring_voxels": int(ring.sum()),
-        "ring_lung_hu": float(h[ring].mean()) if ring.any() else float("nan"),
-        "contrast_hu": contrast,
-        "edge_gradient_hu_per_mm": edge_grad,
-        "edge_width_mm": abs(contrast) / edge_grad if edge_grad > 0 else float("nan"),  # darker lesions too
-    }
-    if other is not None:
-        # only near lesions matter (within RING_MM): measured inside the box, None when the other lesion is not in it
-        o = other[box]
-        out["distance_to_real_lesion_mm"] = (
-            float(ndimage.distance_transform_edt(~o, sampling=sp)[m].min()) if o.any() else None
-        )
-    return out
-
-
-def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_forward) -> float:
-    """P (Eq. 4): the share of the lesion that the frozen S labels as lesion, on a lesion-centred box with the gate's
-    margin, as the quality gate sees a synthetic tumor (the export's gate; the data are already at the plan's
-    spacing)."""
-    import torch
-
-    from nnunet_freetumor.synthesis.boxes import synthesis_box
-    from nnunet_freetumor.synthesis.pipeline import judge
-
-    tf = list(transpose_forward)
-    hu_t, m_t = hu.transpose(tf), lesion.transpose(tf)
-    sp = [spacing[i] for i in tf]
-    box = synthesis_box(m_t, sp, (0.0, 0.0, 0.0), cfg.gate_bbox_margin_mm)
-    with torch.no_grad():
-        logits = seg.segment_hu(torch.from_numpy(np.ascontiguousarray(hu_t[box], dtype=np.float32))[None, None])
-    mask = torch.from_numpy(np.ascontiguousarray(m_t[box]))[None, None].to(logits.device)
-    return float(judge(logits, mask, cfg.tumor_labels, cfg.gate_threshold)[0][0])
-
-
-def measure_all(exports: dict[str, Path], src, seg, organ: int = LUNG, lesion: int = LESION) -> dict:
-    """Per lesion: measures + S's P, for the real lesions (raw cases) and the synthetic lesions of every export
-    (key -> freetumor_synthesize folder); ``organ``, ``lesion``: label values."""
-    from nnunet_freetumor.offline import read_synthesis_log
-    from nnunet_freetumor.utilities.dataset import raw_training_cases
-    from nnunet_freetumor.utilities.image_io import read_image
-
-    out: dict[str, list[dict]] = {"real": []}
-    for case in raw_training_cases(src.raw, src.dataset_json):
-        hu, sp, _ = read_image(case.image)
-        labels = read_image(case.label)[0]
-        comps, n = ndimage.label(labels == lesion, structure=np.ones((3, 3, 3)))
-        for i in range(1, n + 1):
-            m = comps == i
-            rec = {"case": case.identifier, **lesion_measures(hu, m, labels == organ, sp)}
-            rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
-            rec["centre"] = [int(round(c)) for c in np.argwhere(m).mean(0)]
-            out["real"].append(rec)
-    for key, folder in exports.items():
-        log = read_synthesis_log(folder)
-        recs = []
-        for c in log["cases"]:
-            hu, sp, _ = read_image(folder / c["image"])
-            labels = read_image(folder / c["label"])[0]
-            m = read_image(folder / c["synthetic_mask"])[0] > 0
-            real = (labels == lesion) & ~m
-            rec = {
-                "case": c["case"],
-                "source_case": c["source_case"],
-                "size_class": c["size_class"],
-                **lesion_measures(hu, m, labels == organ, sp, other=real),
-            }
-            rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
-            rec["centre"] = [int(v) for v in c["centre_voxel"]]
-            recs.append(rec)
-        out[key] = recs
-    return out
-
-
 def frechet(exports: dict[str, Path], src, seg) -> dict:
     """realism_report_for (what `freetumor_turing fid` computes) per export (key -> folder), plus a within-method
     reference: the FD between N_real randomly drawn lesions of the same method and the rest of that method's lesions
     (same N_real, same F): what the number looks like when both sets come from one distribution."""
     from nnunet_freetumor.config import FreeTumorConfigError
-    from nnunet_freetumor.realism import (
-        crop_size,
-        frechet_distance,
-        lesion_crops,
-        realism_report_for,
-        synthetic_lesions,
-    )
+    from nnunet_freetumor.realism.frechet import realism_report_for, same_distribution_fds
+    from nnunet_freetumor.realism.lesions import crop_size, lesion_crops, synthetic_lesions
 
     out = {}
     rng = np.random.default_rng(0)
@@ -700,13 +591,7 @@ def frechet(exports: dict[str, Path], src, seg) -> dict:
             out[key] = {"error": str(err), "n_synthetic": len(les), "reference_fd": []}
             continue
         feats = seg.features(lesion_crops(les, src.transpose_forward, src.spacing, size)).numpy()
-        n_real = rep["n_real"]
-        ref = []
-        if len(feats) >= n_real + 2:
-            for _ in range(N_REFERENCE_SPLITS):
-                perm = rng.permutation(len(feats))
-                ref.append(frechet_distance(feats[perm[:n_real]], feats[perm[n_real:]]))
-        rep["reference_fd"] = ref
+        rep["reference_fd"] = same_distribution_fds(feats, rep["n_real"], N_REFERENCE_SPLITS, rng)
         out[key] = rep
     return out
 
@@ -724,7 +609,7 @@ def montage(rc: RealCT, measures: dict, cfg, path: Path, n_show: int = 6) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnunet_freetumor.turing import axial_crop
+    from nnunet_freetumor.realism.turing import axial_crop
     from nnunet_freetumor.utilities.image_io import read_image
 
     window = (cfg.window.hu_min, cfg.window.hu_max)
@@ -819,7 +704,7 @@ MEASURE_COLUMNS = (
     ("sd_hu", "sd HU", 0),
     ("p5_hu", "p5 HU", 0),
     ("p95_hu", "p95 HU", 0),
-    ("ring_lung_hu", f"lung ≤{RING_MM:g} mm HU", 0),
+    ("ring_organ_hu", f"lung ≤{RING_MM:g} mm HU", 0),
     ("contrast_hu", "contrast HU", 0),
     ("edge_gradient_hu_per_mm", "edge gradient HU/mm", 0),
     ("edge_width_mm", "edge width mm", 1),
@@ -1115,7 +1000,7 @@ def main() -> None:
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"
         seg = load_segmenter(src.cfg, **src.model_key(), fold=FOLD, results=rc.results)
         exports = {e.key: rc.export_folder(e) for e in EXPORTS}
-        measures = measure_all(exports, src, seg)
+        measures = measure_all(exports, src, seg, organ=LUNG, lesion=LESION)
         fd = frechet(exports, src, seg)
         montage(rc, measures, src.cfg, png)
         infos = json.loads((rc.raw / DATASET / "preparation.json").read_text())

@@ -94,7 +94,7 @@ def main() -> int:
         from nnunet_freetumor.utilities.files import atomic_write_text
 
         if args.command == "score":
-            from nnunet_freetumor.turing import score
+            from nnunet_freetumor.realism.turing import score
 
             result = score(args.answers, args.key)
             out = (
@@ -113,13 +113,13 @@ def main() -> int:
             return 0
 
         paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
-        from nnunet_freetumor.realism import resolve_export
+        from nnunet_freetumor.realism.lesions import resolve_export
         from nnunet_freetumor.utilities.dataset import source_dataset
 
         src = source_dataset(args.dataset, paths[env.RAW], paths[env.PREPROCESSED], args.plans, args.configuration)
         export = resolve_export(args.synthetic, paths[env.RAW])
         if args.command == "make":
-            from nnunet_freetumor.turing import make_kit_for
+            from nnunet_freetumor.realism.turing import make_kit_for
 
             kit = make_kit_for(
                 src,
@@ -140,7 +140,7 @@ def main() -> int:
         import torch
 
         from nnunet_freetumor.config import FreeTumorConfigError
-        from nnunet_freetumor.realism import realism_report_for
+        from nnunet_freetumor.realism.frechet import realism_report_for
         from nnunet_freetumor.segmenter import load_segmenter
 
         if args.device == "cuda" and not torch.cuda.is_available():

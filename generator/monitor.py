@@ -5,14 +5,14 @@ depend on the run's seed) compare:
 - synthetic: ``n`` healthy-organ regions with fixed masks, edge sigmas and organs, drawn from the fold's *validation*
   cases (held out from G's and S's training) when they have healthy organ regions, else from the training cases
   (``held_out`` says which);
-- real: the lesions (connected tumor components of >= ``realism.MIN_LESION_VOXELS`` voxels) of the training split,
-  at most ``n_real``.
+- real: the lesions (connected tumor components of >= ``realism.lesions.MIN_LESION_VOXELS`` voxels) of the training
+  split, at most ``n_real``.
 Every K steps (``evaluate``), with G as it is:
-- contrast: mean HU inside the tumor minus the organ within 5 mm around it (``realism.contrast_to_ring``), median
-  over the synthetic set next to the real lesions' median (real tumors measured once: S and the data are frozen);
+- contrast: mean HU inside the tumor minus the organ within 5 mm around it (``realism.measures.contrast_to_ring``),
+  median over the synthetic set next to the real lesions' median (real tumors measured once: S and the data are frozen);
 - S's view: the share of synthetic tumors the frozen S labels tumor at the gate's threshold (P >= T, Eq. 4-5, on the
   same box as the gate), next to the real lesions' own rate;
-- Fréchet distance between real and synthetic tumors in S's bottleneck features (``realism.frechet_distance`` on
+- Fréchet distance between real and synthetic tumors in S's bottleneck features (``realism.frechet.frechet_distance`` on
   context-sized, tumor-centred crops), with a same-distribution reference band, both at the same set sizes: over
   random splits of the synthetic set into N_real tumors and the rest, the FD between the real lesions and the rest
   (median reported) and between the N_real synthetic ones and the rest (5th-95th percentile: the band). An FD inside
@@ -32,7 +32,9 @@ from scipy import ndimage
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.generator.data import FULL_26, GeneratorData
-from nnunet_freetumor.realism import MIN_LESION_VOXELS, contrast_to_ring, frechet_distance
+from nnunet_freetumor.realism.frechet import frechet_distance
+from nnunet_freetumor.realism.lesions import MIN_LESION_VOXELS
+from nnunet_freetumor.realism.measures import contrast_to_ring
 from nnunet_freetumor.segmenter import FrozenSegmenter
 from nnunet_freetumor.synthesis.boxes import tumor_box
 from nnunet_freetumor.synthesis.intensity import CTNormalization

@@ -13,16 +13,11 @@ import torch
 
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.generator.networks import build, unet_spec
-from nnunet_freetumor.realism import (
-    Lesion,
-    covariance,
-    frechet_distance,
-    plan_crop,
-    real_lesions,
-)
+from nnunet_freetumor.realism.frechet import covariance, frechet_distance
+from nnunet_freetumor.realism.lesions import Lesion, plan_crop, real_lesions
+from nnunet_freetumor.realism.turing import axial_crop, make_kit, score
 from nnunet_freetumor.segmenter import FrozenSegmenter
 from nnunet_freetumor.synthesis.intensity import CTNormalization
-from nnunet_freetumor.turing import axial_crop, make_kit, score
 from nnunet_freetumor.utilities.dataset import RawCase
 
 # --- scoring --------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from scipy.ndimage import map_coordinates
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.evaluation.lesions import safe_div
 from nnunet_freetumor.plots import save_gray_png
-from nnunet_freetumor.realism import Lesion, real_lesions, synthetic_lesions
+from nnunet_freetumor.realism.lesions import Lesion, real_lesions, synthetic_lesions
 from nnunet_freetumor.utilities.dataset import SourceDataset, raw_training_cases
 from nnunet_freetumor.utilities.files import staged_folder
 from nnunet_freetumor.utilities.image_io import read_image
