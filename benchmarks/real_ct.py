@@ -992,7 +992,7 @@ def main() -> None:
         rc.export(e)
 
     with timer.stage("analysis"):
-        from nnunet_freetumor.offline import read_synthesis_log
+        from nnunet_freetumor.export.log import read_synthesis_log
         from nnunet_freetumor.segmenter import load_segmenter
         from nnunet_freetumor.utilities.dataset import source_dataset
 

@@ -67,7 +67,8 @@ def main() -> int:
 
     def run() -> int:
         paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
-        from nnunet_freetumor.offline import ExportRequest, OfflineExport
+        from nnunet_freetumor.export.export import OfflineExport
+        from nnunet_freetumor.export.request import ExportRequest
 
         req = ExportRequest(
             dataset=args.dataset,

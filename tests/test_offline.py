@@ -15,22 +15,17 @@ from conftest import DATASET, DATASET_ID, Demo, run
 from torch import nn
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
+from nnunet_freetumor.export.box import BoxGenerator, generator_box, handcrafted_box
+from nnunet_freetumor.export.export import OfflineExport
+from nnunet_freetumor.export.log import SYNTHESIS_LOG
+from nnunet_freetumor.export.request import ExportRequest
 from nnunet_freetumor.generator.networks import build, divisor, unet_spec
-from nnunet_freetumor.offline import (
-    SYNTHESIS_LOG,
-    ExportRequest,
-    OfflineExport,
-    generator_box,
-    handcrafted_box,
-    resample,
-    resample_mask,
-    size_at_spacing,
-)
 from nnunet_freetumor.segmenter import FrozenSegmenter
 from nnunet_freetumor.synthesis.boxes import synthesis_box
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.masks import soft_masks
 from nnunet_freetumor.synthesis.pipeline import judge
+from nnunet_freetumor.synthesis.resample import resample, resample_mask, size_at_spacing
 from nnunet_freetumor.utilities.dataset import raw_training_cases
 from nnunet_freetumor.utilities.files import staged_folder
 from nnunet_freetumor.utilities.image_io import write_like
@@ -147,13 +142,19 @@ def test_synthesis_box_holds_the_generator_crop_in_mm_and_the_mask_with_its_marg
 # --- synthesis in a box --------------------------------------------------------------------------------------------
 
 
+def at_plan_spacing(network: nn.Module) -> BoxGenerator:
+    """A generator trained at the box's own spacing (2.5, 1, 1) with the plan's normalization, no size constraint."""
+    return BoxGenerator(network, (2.5, 1.0, 1.0), PLAN_NORM, (1, 1, 1))
+
+
 @pytest.mark.parametrize("generator_spacing", [(2.5, 1.0, 1.0), (1.5, 1.5, 1.5)])
 def test_generator_box_changes_only_voxels_inside_the_soft_mask(generator_spacing):
     hu, organ, mask, soft = liver_box()
     torch.manual_seed(0)
     spec = unet_spec((4, 8), 1, 1)
     net = build(spec).eval()
-    out, plan_hu = generator_box(net, hu, soft, 0, (2.5, 1.0, 1.0), generator_spacing, PLAN_NORM, CFG, divisor(spec))
+    gen = BoxGenerator(net, generator_spacing, PLAN_NORM, divisor(spec))
+    out, plan_hu = generator_box(gen, hu, soft, 0, (2.5, 1.0, 1.0), CFG)
     assert out.shape == hu.shape and out.dtype == torch.float32
     assert torch.equal(out[soft == 0], hu[soft == 0])  # bit-identical outside the soft mask
     assert bool((out[mask] != hu[mask]).all())  # every tumor voxel changed
@@ -164,7 +165,7 @@ def test_generator_box_changes_only_voxels_inside_the_soft_mask(generator_spacin
 def test_generator_box_difference_is_the_soft_mask_times_the_residual_and_is_not_clipped_by_the_plan_window():
     hu, organ, mask, soft = liver_box()
     g = ConstantGenerator(10.0)  # tanh -> 1: the residual is one window width (425 HU), darker (polarity -1)
-    out, plan_hu = generator_box(g, hu, soft, 0, (2.5, 1.0, 1.0), (2.5, 1.0, 1.0), PLAN_NORM, CFG, (1, 1, 1))
+    out, plan_hu = generator_box(at_plan_spacing(g), hu, soft, 0, (2.5, 1.0, 1.0), CFG)
     core = mask.clone()
     core[:3], core[-3:] = False, False  # the 7-tap blur of tanh(G) is 1 away from the box faces
     expected = hu - 425.0 * soft
@@ -183,7 +184,7 @@ def test_generator_box_feeds_the_generator_the_plan_window_clipped_input_it_was_
             seen["x"] = x.clone()
             return super().forward(x)
 
-    generator_box(Spy(0.0), hu, soft, 0, (2.5, 1.0, 1.0), (2.5, 1.0, 1.0), PLAN_NORM, CFG, (1, 1, 1))
+    generator_box(at_plan_spacing(Spy(0.0)), hu, soft, 0, (2.5, 1.0, 1.0), CFG)
     window = (PLAN_NORM.upper - CFG.window.hu_min) / (CFG.window.hu_max - CFG.window.hu_min)
     assert float(seen["x"][0, 0, 0, 0, 0]) == pytest.approx(window)  # clipped to 190 HU, then windowed
 
@@ -372,7 +373,7 @@ def test_the_gate_keeps_only_tumors_the_segmenter_sees_and_an_all_rejected_expor
     monkeypatch.delenv("nnUNet_freetumor_config", raising=False)
     raw, pre = write_mini_dataset(tmp_path)
     export = OfflineExport(ExportRequest(dataset=SRC, out_id=993, method="handcrafted"), raw, pre, None)
-    export.seg = stub_segmenter(threshold)  # -1e9: nothing is tumor (P = 0); 1e9: everything is (P = 1)
+    export.synthesizer.seg = stub_segmenter(threshold)  # -1e9: nothing is tumor (P = 0); 1e9: everything is (P = 1)
     if not accepted:
         with pytest.raises(FreeTumorConfigError, match="rejected every synthetic tumor.*Nothing was written"):
             export.run(progress=False)

@@ -15,7 +15,8 @@ import torch
 from scipy import ndimage
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.offline import read_synthesis_log, resample
+from nnunet_freetumor.export.log import read_synthesis_log
+from nnunet_freetumor.synthesis.resample import resample
 from nnunet_freetumor.utilities.dataset import RawCase
 from nnunet_freetumor.utilities.image_io import read_image
 
@@ -115,7 +116,7 @@ def plan_crop(
     """A tumor-centred crop of ``size`` voxels at ``target_spacing`` (the plan's, plan axis order), HU float32.
 
     image, spacing, centre: the file's (z, y, x) order. The native box covering the same millimetres is cut (padded
-    with the image minimum outside the image) and resampled trilinearly (``offline.resample``)."""
+    with the image minimum outside the image) and resampled trilinearly (``synthesis.resample``)."""
     from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 
     tf = list(transpose_forward)

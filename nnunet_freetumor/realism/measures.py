@@ -100,7 +100,7 @@ def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_f
 def measure_all(exports: dict[str, Path], src, seg, organ: int, lesion: int) -> dict:
     """Per lesion: measures + S's P, for the real lesions (raw cases of ``src``) and the synthetic lesions of every
     export (key -> freetumor_synthesize folder); ``organ``, ``lesion``: label values."""
-    from nnunet_freetumor.offline import read_synthesis_log
+    from nnunet_freetumor.export.log import read_synthesis_log
     from nnunet_freetumor.utilities.dataset import raw_training_cases
     from nnunet_freetumor.utilities.image_io import read_image
 
