@@ -132,7 +132,8 @@ def within_budget(history: list[dict], budget_min: float) -> dict:
 
 def run_monitor(c: Comparison, seed: int, p: dict):
     """The generator run's realism monitor (its fixed masks, real lesions and S), built in this process."""
-    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+    from nnunet_freetumor.generator.args import GeneratorTrainingArgs
+    from nnunet_freetumor.generator.train import GeneratorTrainer
 
     env = c.env(seed, "both")
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})

@@ -166,7 +166,8 @@ def bench_train_step(device: torch.device, steps: int) -> dict:
         timer = Timer(device)
         if hasattr(tr, "synthesize_crops"):
             timer.wrap(tr, "synthesize_crops", "generator" if "FreeTumor" in name else "synthesis")
-            timer.wrap(tr, "_gate", "gate")
+            if getattr(tr, "gate_model", None) is not None:
+                timer.wrap(tr, "gate_model", "gate")
         tr.train_step(batches[0])  # warm-up (allocations, cudnn autotune)
         timer.total.clear()
         sync(device)
@@ -220,6 +221,8 @@ def bench_da_workers(samples: int) -> dict:
 
 def bench_gate(device: torch.device, n: int) -> dict:
     """Gate decisions and cost on the same synthetic tumors: tumor-centred crop vs whole patch."""
+    from nnunet_freetumor.training import trainer_base
+
     tr = make_trainer("nnUNetTrainerFreeTumor", device)
     agree, total, t_crop, t_full, acc_crop, acc_full, p_diff = 0, 0, 0.0, 0.0, 0, 0, 0.0
     cfg = tr.freetumor_config
@@ -229,27 +232,35 @@ def bench_gate(device: torch.device, n: int) -> dict:
         np_state, torch_state = np.random.get_state(), torch.get_rng_state()
         for bbox in (True, False):
             tr.freetumor_config = cfg.replace(gate_bbox_crop=bbox)
-            captured = {}
-            orig = tr._gate
+            captured = {"t": 0.0}
+            gate, step = tr.gate_model, trainer_base.synthesize_and_gate
 
-            def spy(*a, _orig=orig, _c=captured, **kw):
+            def timed_gate(x, _gate=gate, _c=captured):  # S's forward on what it judges (the box or the patch)
                 sync(device)
                 t = time.perf_counter()
-                out = _orig(*a, **kw)
+                out = _gate(x)
                 sync(device)
-                _c["t"], _c["p"] = time.perf_counter() - t, out
+                _c["t"] += time.perf_counter() - t
                 return out
 
-            tr._gate = spy
+            def spy(*a, _step=step, _c=captured, **kw):  # the decisions: the pipeline's P per tumor
+                gated = _step(*a, **kw)
+                _c["p"] = gated.p
+                return gated
+
+            tr.gate_model = timed_gate
+            trainer_base.synthesize_and_gate = spy
             np.random.set_state(np_state)  # both gates judge the same synthetic tumors (same sigmas, same G input)
             torch.set_rng_state(torch_state)
-            tr.synthesize_batch(
-                {
-                    k: (v.clone() if torch.is_tensor(v) else [x.clone() for x in v] if isinstance(v, list) else v)
-                    for k, v in batch.items()
-                }
-            )
-            tr._gate = orig
+            try:
+                tr.synthesize_batch(
+                    {
+                        k: (v.clone() if torch.is_tensor(v) else [x.clone() for x in v] if isinstance(v, list) else v)
+                        for k, v in batch.items()
+                    }
+                )
+            finally:
+                tr.gate_model, trainer_base.synthesize_and_gate = gate, step
             if "p" in captured:
                 p[bbox] = captured["p"].cpu()
                 if bbox:
@@ -311,7 +322,8 @@ def bench_generator(device: torch.device, steps: int) -> dict:
     """Generator training samples/s, before (``BEFORE``) vs the current defaults, on the same dataset and plan, with
     where a step's time goes: data (drawing the samples, cutting the boxes), forward passes of G, S and C, and the
     rest (the backward passes through G, S and C, and the optimizers)."""
-    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+    from nnunet_freetumor.generator.args import GeneratorTrainingArgs
+    from nnunet_freetumor.generator.train import GeneratorTrainer
 
     out = {}
     for name, kw, n in (("before", BEFORE, steps), ("defaults", {}, 4 * steps)):

@@ -9,8 +9,8 @@ import torch
 
 from nnunet_freetumor import env
 from nnunet_freetumor.entrypoints._common import run_cli
+from nnunet_freetumor.generator.args import CROPS, INITS, LOSSES, GeneratorTrainingArgs
 from nnunet_freetumor.generator.losses import SEG_LOSSES
-from nnunet_freetumor.generator.train import CROPS, INITS, LOSSES, GeneratorTrainingArgs
 
 EPILOG = """\
 Before: nnUNetv2_plan_and_preprocess -d DATASET  and the baseline of the same fold (the frozen segmenter S):

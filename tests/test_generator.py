@@ -16,9 +16,9 @@ from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, clean_env, run
 from nnunet_freetumor.config import FreeTumorConfigError, WindowConfig
 from nnunet_freetumor.generator import checkpoint
 from nnunet_freetumor.generator.data import StepSampler
+from nnunet_freetumor.generator.logbook import no_seg_signal
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
 from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, divisor, mask_input, unet_spec, zero_output_layer
-from nnunet_freetumor.generator.train import no_seg_signal
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.residual import generator_residual, generator_synthesis
 
@@ -190,7 +190,8 @@ def nnunet_paths(demo: Demo, monkeypatch):
 
 
 def make_trainer(demo: Demo, baseline: Path, results: Path, **kw):
-    from nnunet_freetumor.generator.train import GeneratorTrainer, GeneratorTrainingArgs
+    from nnunet_freetumor.generator.args import GeneratorTrainingArgs
+    from nnunet_freetumor.generator.train import GeneratorTrainer
 
     args = GeneratorTrainingArgs(
         dataset=str(DATASET_ID),
