@@ -288,6 +288,34 @@ def cut_boxes(
     return {k: torch.stack(v) for k, v in out.items()}
 
 
+def collate_step(
+    samples: list[dict[str, torch.Tensor]],
+    box_divisor: Sequence[int],
+    crop_size: Sequence[int],
+    world: int = 1,
+    device: torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """This process's samples of a step as one batch: every fake sample cut to one box size (the largest the crop
+    rule asks for in the *global* batch, so that N processes cut what one process would), the real ones alike.
+    Box sizes are whole multiples of ``box_divisor`` (the networks' strides) where the context (``crop_size``)
+    allows: S, G and C then see real surroundings instead of the replicate padding ``forward_padded`` would add."""
+    sizes = torch.stack([torch.stack([s["fake_box_size"], s["real_box_size"]]) for s in samples]).amax(0)
+    if world > 1:  # (2, 3): fake, real; the maximum over the processes (torch.distributed)
+        from torch import distributed as dist
+
+        sizes = sizes.to(device)
+        dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+        sizes = sizes.cpu()
+    fake_size, real_size = (
+        [min(c, -(-v // d) * d) for v, d, c in zip(row, box_divisor, crop_size)] for row in sizes.tolist()
+    )
+    batch = {f"fake_{k}": v for k, v in cut_boxes(samples, "fake_", "mask", fake_size).items()}
+    batch.update({f"real_{k}": v for k, v in cut_boxes(samples, "real_", "lesion", real_size).items()})
+    for k in ("fake_organ", "fake_organ_index", "fake_edge_sigma_mm"):
+        batch[k] = torch.stack([s[k] for s in samples])
+    return batch
+
+
 def as_list(samples: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
     """DataLoader collate: a batch is the list of samples (the step cuts one box size for the whole global batch)."""
     return samples

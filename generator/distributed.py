@@ -3,15 +3,30 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import distributed as dist
 
+from nnunet_freetumor.config import FreeTumorConfigError
 
-def process_group() -> tuple[int, int]:
-    """(rank, world size): (0, 1) without torch.distributed (one process)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+
+def process_group(global_batch: int = 1) -> tuple[int, int]:
+    """(rank, world size): (0, 1) without torch.distributed (one process). Every process takes an equal share of
+    ``global_batch`` (one clear error otherwise)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if global_batch % world:
+        raise FreeTumorConfigError(
+            f"--batch_size {global_batch} must be divisible by the number of processes ({world})"
+        )
+    return rank, world
+
+
+def process_device(device: str, world: int) -> torch.device:
+    """``device``; under torchrun with CUDA, this process's GPU (``LOCAL_RANK``)."""
+    if torch.device(device).type == "cuda" and world > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(device)
 
 
 def average_gradients(module: torch.nn.Module, world: int) -> None:

@@ -21,9 +21,11 @@ Every K steps (``evaluate``), with G as it is:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from scipy import ndimage
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.generator.data import FULL_26, GeneratorData
+from nnunet_freetumor.generator.plots import save_fixed_set_montage
 from nnunet_freetumor.realism.frechet import frechet_distance
 from nnunet_freetumor.realism.lesions import MIN_LESION_VOXELS
 from nnunet_freetumor.realism.measures import contrast_to_ring
@@ -84,6 +87,14 @@ class RealismMonitor:
         self.threshold = float(cfg.gate_threshold)
         self.device = seg.device
         self.real_stats = self._measure(self.real, [it.image for it in self.real])  # S and the data are frozen
+
+    def describe(self, every: int) -> str:
+        """A log line: what the monitor watches."""
+        where = "held-out validation" if self.held_out else "training (no healthy validation region)"
+        return (
+            f"monitor: {len(self.synthetic)} fixed synthetic tumors in {where} cases, {len(self.real)} real lesions "
+            f"of the training split; every {every} steps"
+        )
 
     @classmethod
     def build(
@@ -153,6 +164,20 @@ class RealismMonitor:
             out.append(img)
             ps.append(float(gated.p[0]))
         return out, ps
+
+    def measure(
+        self, generator: torch.nn.Module, synth: Synthesize, autocast, montage: Path, title: str
+    ) -> dict[str, float]:
+        """``evaluate`` with G in eval mode, the fixed set's montage written to ``montage``; ``monitor_s``: the
+        seconds it took."""
+        t = time.time()
+        generator.eval()
+        try:
+            numbers, images = self.evaluate(synth, autocast)
+        finally:
+            generator.train()
+        save_fixed_set_montage(self, images, montage, title, self.norm)
+        return {**numbers, "monitor_s": time.time() - t}
 
     def evaluate(
         self, synth: Synthesize, autocast: Callable[[], AbstractContextManager] = nullcontext

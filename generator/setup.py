@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nnunet_freetumor.config import FreeTumorConfig
+from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
 from nnunet_freetumor.generator.args import GeneratorTrainingArgs
 from nnunet_freetumor.generator.checkpoint import generator_folder
 from nnunet_freetumor.generator.data import CaseStore, GeneratorData, training_cases
@@ -96,3 +97,44 @@ class RunSetup:
             held_out_data=split_data(val, require_real=False) if val else None,
             steps=steps,
         )
+
+    def describe(
+        self, args: GeneratorTrainingArgs, world: int, device: torch.device, g_params: int, c_params: int
+    ) -> str:
+        """The run's first log line: what trains on what."""
+        crop = f"tumor boxes (mask + {self.rule.margin_mm:g} mm, at most {self.crop_size})" if self.rule else None
+        return (
+            f"generator training: {self.dataset_name} {args.configuration} fold {args.fold}, {world} process(es), "
+            f"device {device}, config from {self.cfg_source}; G {g_params / 1e6:.2f} M params "
+            f"({'image + mask' if args.mask_input else 'image'} input, init {args.init}), C {c_params / 1e6:.2f} M; "
+            f"{crop or f'fixed crop {self.crop_size}'} at {self.spacing} mm; {self.steps} steps of {args.batch_size}; "
+            f"L_seg {args.seg_loss}; {len(self.data.fake_cases)} cases with organs, {len(self.data.real_cases)} with "
+            f"tumors; frozen segmenter {self.seg.source}"
+        )
+
+    def meta(self, args: GeneratorTrainingArgs) -> dict[str, Any]:
+        """What a checkpoint records of the data it was trained on (the export and the trainers apply G with it)."""
+        return {
+            "dataset": self.dataset_name,
+            "plans": args.plans,
+            "configuration": args.configuration,
+            "fold": args.fold,
+            "spacing": list(self.spacing),
+            "crop_size": list(self.crop_size),
+            "crop_rule": self.rule.to_dict() if self.rule else None,
+            "normalization": asdict(self.norm),
+            "config": self.cfg.to_dict(),
+            "frozen_segmenter": str(self.seg.source),
+        }
+
+    def check_resumable(self, meta: dict[str, Any], path: Path, args: GeneratorTrainingArgs) -> None:
+        """One clear error when checkpoint ``path`` was trained on other data or with another config."""
+        for key in ("dataset", "plans", "configuration", "fold"):
+            value = str(self.meta(args)[key])
+            if str(meta.get(key)) != value:
+                raise FreeTumorConfigError(f"{path} belongs to {key} {meta.get(key)!r}, not {value!r}")
+        if FreeTumorConfig.from_dict(meta["config"]) != self.cfg:
+            raise FreeTumorConfigError(
+                f"{path} was trained with another FreeTumor config than the current one "
+                f"({self.cfg_source}): restore that config or start a new run without --c"
+            )

@@ -31,18 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnunet_freetumor import __version__
-from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfig, FreeTumorConfigError
+from nnunet_freetumor.config import CONFIG_FILENAME
 from nnunet_freetumor.generator import checkpoint, networks
 from nnunet_freetumor.generator.adversaries import Adversaries
 from nnunet_freetumor.generator.args import GeneratorTrainingArgs
 from nnunet_freetumor.generator.checkpoint import FINAL, LATEST
-from nnunet_freetumor.generator.data import StepSampler, as_list, cut_boxes
-from nnunet_freetumor.generator.distributed import process_group, reduce_means
+from nnunet_freetumor.generator.data import StepSampler, as_list, collate_step
+from nnunet_freetumor.generator.distributed import process_device, process_group, reduce_means
 from nnunet_freetumor.generator.logbook import Logbook
 from nnunet_freetumor.generator.losses import (
     discriminator_loss,
@@ -51,7 +50,6 @@ from nnunet_freetumor.generator.losses import (
     seg_guided_loss,
 )
 from nnunet_freetumor.generator.monitor import RealismMonitor
-from nnunet_freetumor.generator.plots import save_fixed_set_montage
 from nnunet_freetumor.generator.setup import RunSetup
 from nnunet_freetumor.synthesis.gate import tumor_probability
 from nnunet_freetumor.synthesis.intensity import normalized_to_window
@@ -63,14 +61,8 @@ from nnunet_freetumor.synthesis.residual import generator_synthesis
 class GeneratorTrainer:
     def __init__(self, args: GeneratorTrainingArgs, results: str | os.PathLike, preprocessed: str | os.PathLike):
         self.args = args
-        self.rank, self.world = process_group()
-        if args.batch_size % self.world:
-            raise FreeTumorConfigError(
-                f"--batch_size {args.batch_size} must be divisible by the number of processes ({self.world})"
-            )
-        self.device = torch.device(args.device)
-        if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.rank, self.world = process_group(args.batch_size)
+        self.device = process_device(args.device, self.world)
         self.setup = s = RunSetup.build(args, results, preprocessed, self.device)
         self.dataset_name, self.cfg, self.cfg_source, self.out = s.dataset_name, s.cfg, s.cfg_source, s.out
         self.spacing, self.crop_size, self.rule, self.norm = s.spacing, s.crop_size, s.rule, s.norm
@@ -106,23 +98,8 @@ class GeneratorTrainer:
         )
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """This process's samples of a step as one batch: every fake sample cut to one box size (the largest the crop
-        rule asks for in the *global* batch, so that N processes cut what one process would), the real ones alike."""
-        sizes = torch.stack([torch.stack([s["fake_box_size"], s["real_box_size"]]) for s in samples]).amax(0)
-        if self.world > 1:  # (2, 3): fake, real
-            sizes = sizes.to(self.device)
-            dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
-            sizes = sizes.cpu()
-        # whole multiples of the networks' strides where the context allows: S, G and C see real surroundings instead
-        # of the replicate padding ``forward_padded`` would add to reach them
-        fake_size, real_size = (
-            [min(c, -(-v // d) * d) for v, d, c in zip(row, self.box_divisor, self.crop_size)] for row in sizes.tolist()
-        )
-        batch = {f"fake_{k}": v for k, v in cut_boxes(samples, "fake_", "mask", fake_size).items()}
-        batch.update({f"real_{k}": v for k, v in cut_boxes(samples, "real_", "lesion", real_size).items()})
-        for k in ("fake_organ", "fake_organ_index", "fake_edge_sigma_mm"):
-            batch[k] = torch.stack([s[k] for s in samples])
-        return batch
+        """This process's samples of a step as one batch (``data.collate_step``)."""
+        return collate_step(samples, self.box_divisor, self.crop_size, self.world, self.device)
 
     def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Gated]:
         """A collated batch's fake side through G and S: (the hard masks, the step), each (B, 1, *box)."""
@@ -221,8 +198,10 @@ class GeneratorTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.cfg.save(self.out / CONFIG_FILENAME)
             self.monitor = self.build_monitor()
-        for line in self._describe():
-            self.log(line)
+        n = networks.n_parameters
+        self.log(self.setup.describe(self.args, self.world, self.device, n(self.G), n(self.C)))
+        if self.monitor is not None:
+            self.log(self.monitor.describe(a.monitor_every))
         if self.monitor is not None and not self.history:
             self.record({}, 0.0)  # step 0: where G starts
         sums: dict[str, float] = {}
@@ -245,28 +224,6 @@ class GeneratorTrainer:
             self.log(f"done: {self.out / FINAL}")
         return self.out / FINAL
 
-    def _describe(self) -> list[str]:
-        """The run's first log lines: what trains on what, and what the monitor watches."""
-        a, n = self.args, networks.n_parameters
-        crop = f"tumor boxes (mask + {self.rule.margin_mm:g} mm, at most {self.crop_size})" if self.rule else None
-        text = (
-            f"generator training: {self.dataset_name} {a.configuration} fold {a.fold}, {self.world} process(es), "
-            f"device {self.device}, config from {self.cfg_source}; G {n(self.G) / 1e6:.2f} M "
-            f"params ({'image + mask' if a.mask_input else 'image'} input, init {a.init}), C "
-            f"{n(self.C) / 1e6:.2f} M; {crop or f'fixed crop {self.crop_size}'} at {self.spacing} mm; {self.steps} "
-            f"steps of {a.batch_size}; L_seg {a.seg_loss}; {len(self.data.fake_cases)} cases with organs, "
-            f"{len(self.data.real_cases)} with tumors; frozen segmenter {self.seg.source}"
-        )
-        if self.monitor is None:
-            return [text]
-        m = self.monitor
-        where = "held-out validation" if m.held_out else "training (no healthy validation region)"
-        return [
-            text,
-            f"monitor: {len(m.synthetic)} fixed synthetic tumors in {where} cases, {len(m.real)} real lesions of the "
-            f"training split; every {a.monitor_every} steps",
-        ]
-
     def record(self, means: dict[str, float], seconds: float) -> None:
         """A log point: training means since the last one, the monitor (rank 0), progress files and checkpoint."""
         entry: dict[str, float] = {
@@ -277,7 +234,9 @@ class GeneratorTrainer:
             **means,
         }
         if self.monitor is not None:
-            entry.update(self._monitor())
+            path = self.out / f"montage_step_{self.step_count:06d}.png"
+            title = f"{self.dataset_name} generator, step {self.step_count}"
+            entry.update(self.monitor.measure(self.G, self.synthesize_box, self.autocast, path, title))
         self.history.append(entry)
         if self.rank != 0:
             return
@@ -286,38 +245,17 @@ class GeneratorTrainer:
         if means:
             checkpoint.save(self.out / LATEST, self.nets.state_dict(), {**self.meta(), "history": self.history})
 
-    def _monitor(self) -> dict[str, float]:
-        """The realism monitor's numbers on the fixed set, and its montage."""
-        t = time.time()
-        self.G.eval()
-        numbers, images = self.monitor.evaluate(self.synthesize_box, self.autocast)
-        self.G.train()
-        path = self.out / f"montage_step_{self.step_count:06d}.png"
-        title = f"{self.dataset_name} generator, step {self.step_count}"
-        save_fixed_set_montage(self.monitor, images, path, title, self.norm)
-        return {**numbers, "monitor_s": time.time() - t}
-
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         return {
             "kind": "freetumor-generator",
             "version": __version__,
-            **self._key(),
-            "spacing": list(self.spacing),
-            "crop_size": list(self.crop_size),
-            "crop_rule": self.rule.to_dict() if self.rule else None,
-            "normalization": asdict(self.norm),
-            "config": self.cfg.to_dict(),
+            **self.setup.meta(self.args),
             **self.nets.specs(),
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.args).items()},
             "steps": self.nets.steps,  # the run's length: its learning-rate schedule
             "steps_done": self.step_count,
-            "frozen_segmenter": str(self.seg.source),
         }
-
-    def _key(self) -> dict[str, str]:
-        a = self.args
-        return {"dataset": self.dataset_name, "plans": a.plans, "configuration": a.configuration, "fold": a.fold}
 
     def resume(self) -> bool:
         """Continue from checkpoint_latest (exactly: weights, optimizers, schedules, step). False if none exists."""
@@ -325,14 +263,7 @@ class GeneratorTrainer:
         if not path.is_file():
             return False
         state, meta = checkpoint.load(path, device=self.device)
-        for key, value in self._key().items():
-            if str(meta.get(key)) != str(value):
-                raise FreeTumorConfigError(f"{path} belongs to {key} {meta.get(key)!r}, not {str(value)!r}")
-        if FreeTumorConfig.from_dict(meta["config"]) != self.cfg:
-            raise FreeTumorConfigError(
-                f"{path} was trained with another FreeTumor config than the current one "
-                f"({self.cfg_source}): restore that config or start a new run without --c"
-            )
+        self.setup.check_resumable(meta, path, self.args)
         self.nets.load_state_dict(state, meta, path)
         self.step_count = int(meta["steps_done"])
         self.history = list(meta.get("history", []))
