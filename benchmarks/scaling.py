@@ -75,7 +75,7 @@ def write_unlabeled_scans(folder: Path, n: int, p: dict) -> None:
     """``n`` healthy phantom scans (seeded apart from the dataset's cases) with their organ masks."""
     import SimpleITK as sitk
 
-    from nnunet_freetumor.phantom import make_case
+    from nnunet_freetumor.dataset_conversion.phantom import make_case
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_freetumor import env
+from nnunet_freetumor.dataset_conversion.phantom import LESION_APPEARANCES
 from nnunet_freetumor.entrypoints._common import fail
-from nnunet_freetumor.phantom import LESION_APPEARANCES
 
 DESCRIPTION = "Write the FreeTumor demo dataset: a deterministic CT-like abdominal phantom in nnU-Net v2 raw format."
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     from tqdm import tqdm
 
-    from nnunet_freetumor.phantom import make_demo_dataset, summarize_cases
+    from nnunet_freetumor.dataset_conversion.phantom import make_demo_dataset, summarize_cases
 
     def progress(cases):
         return tqdm(cases, desc="phantom cases", unit="case", disable=True if a.no_progress else None)

@@ -13,10 +13,9 @@ from conftest import BIN, clean_env, run
 from scipy import ndimage
 from scipy.spatial.distance import pdist
 
-from nnunet_freetumor import phantom
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.entrypoints import make_demo_dataset as cli
-from nnunet_freetumor.phantom import (
+from nnunet_freetumor.dataset_conversion import phantom
+from nnunet_freetumor.dataset_conversion.phantom import (
     LESION_APPEARANCES,
     SIZE_CLASSES,
     TISSUES,
@@ -25,6 +24,7 @@ from nnunet_freetumor.phantom import (
     make_demo_dataset,
     plan_dataset,
 )
+from nnunet_freetumor.entrypoints import make_demo_dataset as cli
 
 ANISO = (5.0, 1.5, 2.0)  # (z, y, x) mm: three different spacings catch any axis mix-up
 SMALL = (16, 32, 32)

@@ -103,7 +103,7 @@ def test_unlabeled_scans_with_masks_predicted_by_the_baseline_become_a_new_datas
     demo: Demo, baseline: Path, tmp_path
 ):
     """... and the labeled dataset's baseline is the merged dataset's S (config gate_dataset), as in the paper."""
-    from nnunet_freetumor.phantom import make_case
+    from nnunet_freetumor.dataset_conversion.phantom import make_case
 
     new_id, name = 960, "Dataset960_FreeTumorDemo_unlabeled"
     demo_raw_before = snapshot(demo.raw)

@@ -171,94 +171,129 @@ def _grid(shape: Sequence[int]) -> list[np.ndarray]:
     return np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape], indexing="ij")
 
 
+class _Canvas:
+    """The arrays an anatomy is painted into: HU, tissue codes, organ labels."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        self.hu = np.full(shape, -1000.0, dtype=np.float32)
+        self.tissue = np.zeros(shape, dtype=np.uint8)
+        self.labels = np.zeros(shape, dtype=np.uint8)
+
+    def put(self, mask: np.ndarray, value: float | np.ndarray, code: str) -> None:
+        self.hu[mask] = value[mask] if isinstance(value, np.ndarray) else value
+        self.tissue[mask] = TISSUES[code]
+
+
 def make_anatomy(shape: Sequence[int], rng: np.random.Generator, organs: Sequence[str] = ("liver",)) -> Anatomy:
     """The noise-free anatomy of one case (see the module docstring for tissues and HU values).
 
     shape: (z, y, x) voxels, each >= 16. The anatomy is defined in normalised coordinates, so it does not depend on
     the spacing. ``make_case`` calls this first with its generator: the same generator state gives the same anatomy.
+    The parts are painted in a fixed order (each draws from ``rng`` in turn): body, spine, great vessels, liver,
+    kidneys.
     """
     shape, _ = _check_shape_spacing(shape, (1.0, 1.0, 1.0))
     organs = _check_organs(organs)
-    z, y, x = _grid(shape)
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    tissue = np.zeros(shape, dtype=np.uint8)
-    labels = np.zeros(shape, dtype=np.uint8)
+    grid = _grid(shape)
+    c = _Canvas(shape)
+    in_body, inner, fat_texture = _paint_body(c, grid, rng)
+    spine = _paint_spine(c, grid, in_body, fat_texture, rng)
+    z, y, x = grid
+    aorta = ((x - 0.07) / 0.055) ** 2 + ((y - 0.17) / 0.055) ** 2 <= 1.0  # anterior to the spine, arterial contrast
+    ivc = ((x + 0.13) / 0.05) ** 2 + ((y - 0.14) / 0.04) ** 2 <= 1.0  # inferior vena cava
+    c.put(aorta & inner, rng.uniform(180.0, 200.0), "great_vessel")
+    c.put(ivc & inner, rng.uniform(130.0, 150.0), "great_vessel")
+    parenchyma = {"liver": _paint_liver(c, grid, inner & ~spine & ~aorta & ~ivc, rng)}
+    if "kidney" in organs:  # two beans, lateral to the spine; they take precedence over the liver
+        parenchyma["kidney"] = _paint_kidneys(c, grid, in_body & ~spine, rng)
+    return Anatomy(c.hu, c.labels, c.tissue, parenchyma)
 
-    def put(mask: np.ndarray, value: float | np.ndarray, code: str) -> None:
-        hu[mask] = value[mask] if isinstance(value, np.ndarray) else value
-        tissue[mask] = TISSUES[code]
 
-    # body: an ellipse, a bit wider at the bottom of the field of view; fat ring, muscle wall, visceral content
+def _paint_body(c: _Canvas, grid: list[np.ndarray], rng: np.random.Generator):
+    """An ellipse, a bit wider at the bottom of the field of view: fat ring, muscle wall, visceral fat and bowel,
+    paraspinal muscles. Returns (inside the muscle wall, inside the abdominal cavity, the fat texture)."""
+    z, y, x = grid
+    shape = x.shape
     a, b = rng.uniform(0.86, 0.94), rng.uniform(0.68, 0.78)
     body_r = (x / a) ** 2 + ((y - 0.05) / b) ** 2 * (1.0 + 0.05 * z**2)
     fat_texture = 4.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng)
-    put(body_r <= 1.0, -100.0 + fat_texture, "subcutaneous_fat")
+    c.put(body_r <= 1.0, -100.0 + fat_texture, "subcutaneous_fat")
     wall = rng.uniform(0.84, 0.88) ** 2
-    put(body_r <= wall, 50.0 + fat_texture, "muscle")
+    c.put(body_r <= wall, 50.0 + fat_texture, "muscle")
     inner = body_r <= (np.sqrt(wall) - 0.06) ** 2
     bowel = _smooth_noise(shape, (1.5, 3.0, 3.0), rng) > 0.25
-    put(inner & ~bowel, -90.0 + fat_texture, "visceral_fat")
-    put(inner & bowel, 30.0 + 2.0 * fat_texture, "bowel")
+    c.put(inner & ~bowel, -90.0 + fat_texture, "visceral_fat")
+    c.put(inner & bowel, 30.0 + 2.0 * fat_texture, "bowel")
     for side in (-1.0, 1.0):  # paraspinal muscles
-        put(((x - side * 0.17) / 0.12) ** 2 + ((y - 0.55) / 0.12) ** 2 <= 1.0, 50.0 + fat_texture, "muscle")
+        c.put(((x - side * 0.17) / 0.12) ** 2 + ((y - 0.55) / 0.12) ** 2 <= 1.0, 50.0 + fat_texture, "muscle")
+    return body_r <= wall, inner, fat_texture
 
-    # spine: vertebral bodies (cancellous core, cortical shell) separated by discs, canal, arch, spinous process
-    in_body = body_r <= wall
+
+def _paint_spine(
+    c: _Canvas, grid: list[np.ndarray], in_body: np.ndarray, fat_texture: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Vertebral bodies (cancellous core, cortical shell) separated by discs, canal, arch, spinous process.
+    Returns the spine's voxels (organs never overlap them)."""
+    z, y, x = grid
     vb = (x / 0.12) ** 2 + ((y - 0.36) / 0.11) ** 2
     period, phase = rng.uniform(0.4, 0.5), rng.uniform(0.0, 1.0)
     disc = ((z / period + phase) % 1.0) < 0.2
-    put((vb <= 1.0) & in_body, 650.0, "bone")
-    put((vb <= 0.6) & in_body, 320.0 + 15.0 * fat_texture, "bone")
-    put((vb <= 1.0) & disc & in_body, 90.0, "disc_or_canal")
+    c.put((vb <= 1.0) & in_body, 650.0, "bone")
+    c.put((vb <= 0.6) & in_body, 320.0 + 15.0 * fat_texture, "bone")
+    c.put((vb <= 1.0) & disc & in_body, 90.0, "disc_or_canal")
     canal = (x / 0.05) ** 2 + ((y - 0.55) / 0.045) ** 2
     arch = ((x / 0.095) ** 2 + ((y - 0.56) / 0.085) ** 2 <= 1.0) & (y >= 0.47)
     spinous = (np.abs(x) <= 0.025) & (y >= 0.56) & (y <= 0.72)
-    put((arch | spinous) & ~disc & in_body, 500.0, "bone")
-    put((canal <= 1.0) & in_body, 15.0, "disc_or_canal")
-    spine = (vb <= 1.0) | arch | spinous
+    c.put((arch | spinous) & ~disc & in_body, 500.0, "bone")
+    c.put((canal <= 1.0) & in_body, 15.0, "disc_or_canal")
+    return (vb <= 1.0) | arch | spinous
 
-    # great vessels anterior to the spine: aorta (arterial contrast) and inferior vena cava
-    aorta = ((x - 0.07) / 0.055) ** 2 + ((y - 0.17) / 0.055) ** 2 <= 1.0
-    ivc = ((x + 0.13) / 0.05) ** 2 + ((y - 0.14) / 0.04) ** 2 <= 1.0
-    put(aorta & inner, rng.uniform(180.0, 200.0), "great_vessel")
-    put(ivc & inner, rng.uniform(130.0, 150.0), "great_vessel")
 
-    # liver: on the patient's right (small x), an ellipsoid with a thinner left lobe and low-frequency deformation
-    c = (rng.uniform(-0.1, 0.15), rng.uniform(-0.12, 0.0), rng.uniform(-0.42, -0.32))
+def _paint_liver(c: _Canvas, grid: list[np.ndarray], room: np.ndarray, rng: np.random.Generator) -> float:
+    """On the patient's right (small x), an ellipsoid with a thinner left lobe and low-frequency deformation, inside
+    ``room``, with hepatic / portal vessels. Returns its parenchyma's HU."""
+    z, y, x = grid
+    shape = x.shape
+    ctr = (rng.uniform(-0.1, 0.15), rng.uniform(-0.12, 0.0), rng.uniform(-0.42, -0.32))
     r = (rng.uniform(0.75, 0.9), rng.uniform(0.42, 0.5), rng.uniform(0.36, 0.42))
-    taper = 1.0 - 0.35 * np.clip((x - c[2]) / r[2], 0.0, 1.0)  # the left lobe is thinner (anterior-posterior)
-    f = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / (r[1] * taper)) ** 2 + ((x - c[2]) / r[2]) ** 2
+    taper = 1.0 - 0.35 * np.clip((x - ctr[2]) / r[2], 0.0, 1.0)  # the left lobe is thinner (anterior-posterior)
+    f = ((z - ctr[0]) / r[0]) ** 2 + ((y - ctr[1]) / (r[1] * taper)) ** 2 + ((x - ctr[2]) / r[2]) ** 2
     f += 0.25 * _smooth_noise(shape, [max(n / 5.0, 1.0) for n in shape], rng)
-    liver = (f <= 1.0) & inner & ~spine & ~aorta & ~ivc
-    parenchyma = {"liver": float(rng.uniform(100.0, 120.0))}
-    put(liver, parenchyma["liver"] + 5.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng), "liver")
-    for _ in range(int(rng.integers(3, 5))):  # hepatic / portal vessels: curved tubes
-        p0 = np.array(c) + rng.uniform(-0.2, 0.2, 3)
+    liver = (f <= 1.0) & room
+    parenchyma = float(rng.uniform(100.0, 120.0))
+    c.put(liver, parenchyma + 5.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng), "liver")
+    for _ in range(int(rng.integers(3, 5))):  # curved tubes
+        p0 = np.array(ctr) + rng.uniform(-0.2, 0.2, 3)
         d = rng.standard_normal(3)
         d /= np.linalg.norm(d)
         bend = rng.uniform(-0.3, 0.3, 3)
         t = (z - p0[0]) * d[0] + (y - p0[1]) * d[1] + (x - p0[2]) * d[2]
         q = [g - (p + dd * t + bb * t**2) for g, p, dd, bb in zip((z, y, x), p0, d, bend)]
         vessel = (q[0] ** 2 * 0.25 + q[1] ** 2 + q[2] ** 2 <= rng.uniform(0.025, 0.045) ** 2) & liver
-        put(vessel, rng.uniform(160.0, 200.0), "liver_vessel")
-    labels[liver] = ORGANS["liver"][0]
+        c.put(vessel, rng.uniform(160.0, 200.0), "liver_vessel")
+    c.labels[liver] = ORGANS["liver"][0]
+    return parenchyma
 
-    if "kidney" in organs:  # two beans, lateral to the spine; they take precedence over the liver
-        parenchyma["kidney"] = float(rng.uniform(140.0, 160.0))
-        medulla = rng.uniform(80.0, 100.0)
-        texture = 5.0 * _smooth_noise(shape, (1.0, 2.0, 2.0), rng)
-        for side in (-1.0, 1.0):
-            kc = (rng.uniform(-0.35, -0.05), rng.uniform(0.3, 0.36), side * rng.uniform(0.4, 0.46))
-            kr = (rng.uniform(0.4, 0.5), rng.uniform(0.15, 0.18), rng.uniform(0.13, 0.16))
-            kf = ((z - kc[0]) / kr[0]) ** 2 + ((y - kc[1]) / kr[1]) ** 2 + ((x - kc[2]) / kr[2]) ** 2
-            hilum = ((z - kc[0]) / (0.4 * kr[0])) ** 2 + ((y - kc[1]) / 0.07) ** 2 + (
-                (x - kc[2] + side * kr[2]) / 0.08
-            ) ** 2 <= 1.0
-            kidney = (kf <= 1.0) & ~hilum & in_body & ~spine
-            put(kidney, parenchyma["kidney"] + texture, "kidney")
-            put(kidney & (kf <= 0.3), medulla + texture, "kidney")
-            labels[kidney] = ORGANS["kidney"][0]
-    return Anatomy(hu, labels, tissue, parenchyma)
+
+def _paint_kidneys(c: _Canvas, grid: list[np.ndarray], room: np.ndarray, rng: np.random.Generator) -> float:
+    """Two beans with a hilum and a darker medulla, inside ``room`` (over the liver where they meet). Returns their
+    cortex's HU."""
+    z, y, x = grid
+    parenchyma = float(rng.uniform(140.0, 160.0))
+    medulla = rng.uniform(80.0, 100.0)
+    texture = 5.0 * _smooth_noise(x.shape, (1.0, 2.0, 2.0), rng)
+    for side in (-1.0, 1.0):
+        kc = (rng.uniform(-0.35, -0.05), rng.uniform(0.3, 0.36), side * rng.uniform(0.4, 0.46))
+        kr = (rng.uniform(0.4, 0.5), rng.uniform(0.15, 0.18), rng.uniform(0.13, 0.16))
+        kf = ((z - kc[0]) / kr[0]) ** 2 + ((y - kc[1]) / kr[1]) ** 2 + ((x - kc[2]) / kr[2]) ** 2
+        hilum = ((z - kc[0]) / (0.4 * kr[0])) ** 2 + ((y - kc[1]) / 0.07) ** 2 + (
+            (x - kc[2] + side * kr[2]) / 0.08
+        ) ** 2 <= 1.0
+        kidney = (kf <= 1.0) & ~hilum & room
+        c.put(kidney, parenchyma + texture, "kidney")
+        c.put(kidney & (kf <= 0.3), medulla + texture, "kidney")
+        c.labels[kidney] = ORGANS["kidney"][0]
+    return parenchyma
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,7 +511,33 @@ def make_case(
     if rng is None or isinstance(rng, int | np.integer):
         rng = np.random.default_rng(0 if rng is None else int(rng))
     anatomy = make_anatomy(shape, rng, organs)
+    entries, skipped = _add_lesions(anatomy, classes, organs, kidney_lesion_fraction, sp, rng, appearance)
+    sigma = float(rng.uniform(10.0, 15.0))
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), NOISE_SMOOTHING_VOXELS)
+    hu = anatomy.hu + noise * (sigma / (float(noise.std()) + 1e-6))
+    image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    info = {
+        "lesions": entries,
+        "skipped_lesions": skipped,
+        "parenchyma_hu": {k: round(v, 1) for k, v in anatomy.parenchyma_hu.items()},
+        "noise_sigma_hu": round(sigma, 2),
+    }
+    return image, anatomy.labels, info
+
+
+def _add_lesions(
+    anatomy: Anatomy,
+    classes: Sequence[str],
+    organs: Sequence[str],
+    kidney_lesion_fraction: float,
+    sp: np.ndarray,
+    rng: np.random.Generator,
+    appearance: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Place and paint one lesion per requested class into ``anatomy`` (in place), each at least the lesion gap away
+    from the others. Returns (the lesions' entries, the requests that did not fit)."""
     hu, labels = anatomy.hu, anatomy.labels
+    shape = hu.shape
     taken = np.zeros(shape, dtype=bool)
     gap = _lesion_gap_mm(sp)
     gap_vox = np.ceil(gap / sp).astype(int) + 1
@@ -514,17 +575,7 @@ def make_case(
                 **look,
             }
         )
-    sigma = float(rng.uniform(10.0, 15.0))
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), NOISE_SMOOTHING_VOXELS)
-    hu += noise * (sigma / (float(noise.std()) + 1e-6))
-    image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    info = {
-        "lesions": entries,
-        "skipped_lesions": skipped,
-        "parenchyma_hu": {k: round(v, 1) for k, v in anatomy.parenchyma_hu.items()},
-        "noise_sigma_hu": round(sigma, 2),
-    }
-    return image, labels, info
+    return entries, skipped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -618,23 +669,10 @@ def make_demo_dataset(
     case it is replaced only once the new dataset is complete; another dataset with the same id is always refused.
     ``progress`` optionally wraps the list of cases (e.g. ``tqdm``).
     """
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-
     shape, sp = _check_shape_spacing(shape, spacing)
     organs = _check_organs(organs)
     appearance = _check_appearance(lesions)
-    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int | np.integer) or not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"dataset name must be letters, digits, '_' or '-' (e.g. FreeTumorDemo), got {name!r}")
-    if not isinstance(n_train, int | np.integer) or n_train < 2:
-        raise ValueError(f"n_train must be an integer >= 2 (nnU-Net needs at least 2 training cases), got {n_train!r}")
-    if not isinstance(n_test, int | np.integer) or n_test < 0:
-        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
-    if not (isinstance(healthy_fraction, int | float) and 0.0 <= healthy_fraction <= 1.0):
-        raise ValueError(f"healthy_fraction must be in [0, 1], got {healthy_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    _check_dataset_args(dataset_id, name, n_train, n_test, healthy_fraction, seed)
     raw_root = Path(raw_root)
     if raw_root.exists() and not raw_root.is_dir():
         raise NotADirectoryError(f"the nnU-Net raw folder {raw_root} is not a folder")
@@ -663,33 +701,58 @@ def make_demo_dataset(
                 "requested_classes": case["lesion_classes"],
                 **info,
             }
-        label_names = {k: v for k, v in LABEL_NAMES.items() if v <= 2 or "kidney" in organs}
-        generate_dataset_json(
-            str(tmp),
-            {0: "CT"},
-            label_names,
-            int(n_train),
-            ".nii.gz",
-            dataset_name=target.name,
-            description=(
-                "nnunet-freetumor phantom: deterministic CT-like abdomen in HU; healthy training cases carry organ "
-                "labels only (FreeTumor's unlabeled data); lesion lists in phantom_cases.json"
-            ),
-            license="synthetic data, no restrictions",
-            converted_by="nnunet_freetumor.phantom.make_demo_dataset",
-            phantom={
-                "shape": list(shape),
-                "spacing": [float(s) for s in sp],
-                "seed": int(seed),
-                "n_test": int(n_test),
-                "healthy_fraction": float(healthy_fraction),
-                "organs": list(organs),
-                "lesions": appearance,
-                "size_classes_mm": {k: list(v) for k, v in SIZE_CLASSES.items()},
-            },
-        )
+        phantom = {
+            "shape": list(shape),
+            "spacing": [float(s) for s in sp],
+            "seed": int(seed),
+            "n_test": int(n_test),
+            "healthy_fraction": float(healthy_fraction),
+            "organs": list(organs),
+            "lesions": appearance,
+            "size_classes_mm": {k: list(v) for k, v in SIZE_CLASSES.items()},
+        }
+        _write_dataset_json(tmp, target.name, int(n_train), organs, phantom)
         (tmp / "phantom_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
     return target
+
+
+def _check_dataset_args(dataset_id, name, n_train, n_test, healthy_fraction, seed) -> None:
+    """One ValueError per argument of ``make_demo_dataset`` that cannot work."""
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int | np.integer) or not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"dataset name must be letters, digits, '_' or '-' (e.g. FreeTumorDemo), got {name!r}")
+    if not isinstance(n_train, int | np.integer) or n_train < 2:
+        raise ValueError(f"n_train must be an integer >= 2 (nnU-Net needs at least 2 training cases), got {n_train!r}")
+    if not isinstance(n_test, int | np.integer) or n_test < 0:
+        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
+    if not (isinstance(healthy_fraction, int | float) and 0.0 <= healthy_fraction <= 1.0):
+        raise ValueError(f"healthy_fraction must be in [0, 1], got {healthy_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
+def _write_dataset_json(
+    folder: Path, dataset_name: str, n_train: int, organs: Sequence[str], phantom: dict[str, Any]
+) -> None:
+    """nnU-Net's dataset.json of the phantom, with how it was made under ``phantom``."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(
+        str(folder),
+        {0: "CT"},
+        {k: v for k, v in LABEL_NAMES.items() if v <= 2 or "kidney" in organs},
+        n_train,
+        ".nii.gz",
+        dataset_name=dataset_name,
+        description=(
+            "nnunet-freetumor phantom: deterministic CT-like abdomen in HU; healthy training cases carry organ "
+            "labels only (FreeTumor's unlabeled data); lesion lists in phantom_cases.json"
+        ),
+        license="synthetic data, no restrictions",
+        converted_by="nnunet_freetumor.dataset_conversion.phantom.make_demo_dataset",
+        phantom=phantom,
+    )
 
 
 def summarize_cases(cases: dict[str, dict[str, Any]]) -> dict[str, int]:
