@@ -46,7 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres", help="3-D nnU-Net configuration [3d_fullres]")
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier [nnUNetPlans]")
     p.add_argument("-f", "--fold", default="0", help="fold (0-4 or 'all'): the training split used [0]")
-    g = p.add_argument_group("schedule")
+    _schedule_options(p.add_argument_group("schedule"), d)
+    _loss_options(p.add_argument_group("losses"), d)
+    _network_options(p.add_argument_group("networks and crops"), d)
+    _run_options(p.add_argument_group("run"), d)
+    return p
+
+
+def _schedule_options(g, d) -> None:
     g.add_argument("--steps", type=int, default=d["steps"].default, help="optimizer steps [%(default)s]")
     g.add_argument(
         "--epochs",
@@ -59,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=d["lr"].default, help="AdamW learning rate of G, cosine [%(default)s]")
     g.add_argument("--lr_c", type=float, default=None, help="learning rate of the discriminator C [--lr]")
     g.add_argument("--seed", type=int, default=0, help="seed of weights, crops and masks [0]")
-    g = p.add_argument_group("losses")
+
+
+def _loss_options(g, d) -> None:
     g.add_argument(
         "--lambda_cls", type=float, default=d["lambda_cls"].default, help="weight of L_cls (chest: 0.5) [%(default)s]"
     )
@@ -74,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "[%(default)s]",
     )
     g.add_argument("--seg_warmup_steps", type=int, default=0, help="train G with L_seg alone for the first N steps [0]")
-    g = p.add_argument_group("networks and crops")
+
+
+def _network_options(g, d) -> None:
     g.add_argument(
         "--init",
         choices=INITS,
@@ -115,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(d["disc_features"].default),
         help="discriminator U-Net features per stage [%(default)s]",
     )
-    g = p.add_argument_group("run")
+
+
+def _run_options(g, d) -> None:
     g.add_argument(
         "--monitor_every",
         type=int,
@@ -147,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from checkpoint_latest.safetensors of this run (same --steps)",
     )
-    return p
 
 
 def main() -> int:

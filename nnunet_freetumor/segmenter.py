@@ -160,8 +160,6 @@ def _load_checkpoint(
     ``preprocessed`` ($nnUNet_preprocessed) is needed for an S of another dataset: both datasets' splits and this
     dataset's plans are read from there. ``fix_hint`` is appended to the error when the checkpoint is missing.
     """
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     checkpoint = Path(checkpoint)
@@ -174,28 +172,13 @@ def _load_checkpoint(
                 f"{model_dir / f} is missing: {model_dir} is not a complete nnU-Net model folder"
             )
     ckpt = load_nnunet_checkpoint(checkpoint)
-    init = ckpt.get("init_args", {})
-    plans = init.get("plans") or _load_json(model_dir / "plans.json")
-    found = {
-        "dataset": plans.get("dataset_name"),
-        "plans": plans.get("plans_name"),
-        "configuration": init.get("configuration"),
-        "fold": init.get("fold"),
-    }
     wanted = {
         "dataset": gate_dataset or dataset_name,
         "plans": plans_name,
         "configuration": configuration,
         "fold": fold,
     }
-    bad = {k: (found[k], wanted[k]) for k in wanted if str(found[k]) != str(wanted[k])}
-    if bad:
-        what = ", ".join(f"{k} {v[0]!r} (expected {v[1]!r})" for k, v in bad.items())
-        raise FreeTumorConfigError(
-            f"the frozen segmenter {checkpoint} was trained for {what}. The gate/loss model must be the baseline of "
-            f"the same dataset (or of the config's gate_dataset), plans, configuration and fold (no validation "
-            f"leakage). {fix_hint}"
-        )
+    _check_trained_for(checkpoint, ckpt, model_dir, wanted, fix_hint)
     plans_manager = PlansManager(_load_json(model_dir / "plans.json"))
     dataset_json = _load_json(model_dir / "dataset.json")
     data_normalizations = None
@@ -205,20 +188,7 @@ def _load_checkpoint(
         )
     cm = plans_manager.get_configuration(configuration)
     label_manager = plans_manager.get_label_manager(dataset_json)
-    trainer_class = recursive_find_trainer_class_by_name(ckpt["trainer_name"])
-    n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
-    build = trainer_class.build_network_architecture
-    if "plans_manager" in inspect.signature(build).parameters:
-        net = build(plans_manager, cm, n_in, label_manager.num_segmentation_heads, enable_deep_supervision=False)
-    else:  # nnU-Net's legacy signature
-        net = build(
-            cm.network_arch_class_name,
-            cm.network_arch_init_kwargs,
-            cm.network_arch_init_kwargs_req_import,
-            n_in,
-            label_manager.num_segmentation_heads,
-            enable_deep_supervision=False,
-        )
+    net = _build_network(ckpt["trainer_name"], plans_manager, cm, dataset_json, label_manager.num_segmentation_heads)
     state = {k[7:] if k.startswith("module.") else k: v for k, v in ckpt["network_weights"].items()}
     net.load_state_dict(state)
     strides = np.array(cm.pool_op_kernel_sizes).prod(axis=0)
@@ -231,6 +201,46 @@ def _load_checkpoint(
         source=checkpoint,
         trainer_name=ckpt["trainer_name"],
         data_normalizations=data_normalizations,
+    )
+
+
+def _check_trained_for(checkpoint: Path, ckpt: dict, model_dir: Path, wanted: dict[str, Any], fix_hint: str) -> None:
+    """One clear error when the checkpoint was trained for another dataset, plans, configuration or fold."""
+    init = ckpt.get("init_args", {})
+    plans = init.get("plans") or _load_json(model_dir / "plans.json")
+    found = {
+        "dataset": plans.get("dataset_name"),
+        "plans": plans.get("plans_name"),
+        "configuration": init.get("configuration"),
+        "fold": init.get("fold"),
+    }
+    bad = {k: (found[k], wanted[k]) for k in wanted if str(found[k]) != str(wanted[k])}
+    if bad:
+        what = ", ".join(f"{k} {v[0]!r} (expected {v[1]!r})" for k, v in bad.items())
+        raise FreeTumorConfigError(
+            f"the frozen segmenter {checkpoint} was trained for {what}. The gate/loss model must be the baseline of "
+            f"the same dataset (or of the config's gate_dataset), plans, configuration and fold (no validation "
+            f"leakage). {fix_hint}"
+        )
+
+
+def _build_network(trainer_name: str, plans_manager, cm, dataset_json: dict, num_heads: int) -> torch.nn.Module:
+    """The network the checkpoint's trainer builds for this plan (nnU-Net's current or legacy signature), without
+    deep supervision."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
+    build = recursive_find_trainer_class_by_name(trainer_name).build_network_architecture
+    if "plans_manager" in inspect.signature(build).parameters:
+        return build(plans_manager, cm, n_in, num_heads, enable_deep_supervision=False)
+    return build(  # nnU-Net's legacy signature
+        cm.network_arch_class_name,
+        cm.network_arch_init_kwargs,
+        cm.network_arch_init_kwargs_req_import,
+        n_in,
+        num_heads,
+        enable_deep_supervision=False,
     )
 
 

@@ -120,3 +120,28 @@ def test_every_subpackage_is_installed():
     listed = set(cfg["options"]["packages"].split())
     packages = {name for name, f in MODULES.items() if f.name == "__init__.py"}
     assert packages <= listed, f"add {sorted(packages - listed)} to setup.cfg's packages"
+
+
+MAX_CLASS_LINES, MAX_FUNCTION_LINES = 220, 80
+
+
+def oversized(tree: ast.AST) -> list[str]:
+    out = []
+    for node in ast.walk(tree):
+        limit = {ast.ClassDef: MAX_CLASS_LINES, ast.FunctionDef: MAX_FUNCTION_LINES}.get(type(node))
+        if limit and node.end_lineno - node.lineno + 1 > limit:
+            out.append(f"{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return out
+
+
+def test_the_size_rule_sees_long_code():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert oversized(ast.parse(f"def f():\n{body}\n")) == [f"f ({MAX_FUNCTION_LINES + 1} lines)"]
+    assert oversized(ast.parse(f"def f():\n{body[: body.rindex(chr(10))]}\n")) == []
+
+
+def test_no_class_or_function_of_the_package_is_too_long():
+    """A class that checks and does everything, or a function over a screenful, hides steps that deserve a name."""
+    long = {name: oversized(ast.parse(f.read_text())) for name, f in MODULES.items()}
+    long = {name: found for name, found in long.items() if found}
+    assert not long, f"split these (classes <= {MAX_CLASS_LINES}, functions <= {MAX_FUNCTION_LINES} lines): {long}"
