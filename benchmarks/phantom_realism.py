@@ -1,9 +1,9 @@
 """Realism on the phantom: how close the generator's and the handcrafted tumors are to the phantom's real lesions,
 and how the frozen S of each seed sees them — the evidence behind the comparison's ordering.
 
-    python benchmarks/phantom_realism.py [--preset cpu-small] [--workdir DIR] [--n_per_case K] [--results FILE]
+    python -m benchmarks.phantom_realism [--preset cpu-small] [--workdir DIR] [--n_per_case K] [--results FILE]
 
-Runs on a finished `benchmarks/compare.py` work folder (same --preset / --workdir; nothing is trained here). For every
+Runs on a finished `python -m benchmarks.compare` work folder (same --preset / --workdir; nothing is trained here). For every
 seed that has a generator (losses "both") and a baseline S:
 1. `freetumor_synthesize --method generator` and `--method handcrafted` on the comparison dataset's healthy training
    cases, K tumors per case, same seed (so every method paints into the same masks), no gate; also with the loss
@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from compare import PRESETS, Comparison, sh, write_section  # noqa: E402
-from real_ct import _f, _ms, frechet  # noqa: E402
-
+from benchmarks.common import fmt, mean_sd, sh, write_section
+from benchmarks.compare import PRESETS, Comparison
+from benchmarks.real_ct import frechet
 from nnunet_freetumor.realism.measures import measure_all
 
 ORGAN, TUMOR = 1, 2  # the phantom's liver / liver tumor labels
@@ -141,9 +140,9 @@ def report(
     for seed, res in per_seed.items():
         t = res["threshold"]
         for key, recs in res["measures"].items():
-            cells = [_ms([r[k] for r in recs], d) for k, _, d in COLUMNS]
+            cells = [mean_sd([r[k] for r in recs], d) for k, _, d in COLUMNS]
             share = np.mean([r["gate_p"] >= t for r in recs]) if recs else float("nan")
-            lines.append(f"| {seed} | {key} | {len(recs)} | " + " | ".join(cells) + f" | {_f(share, 2)} |")
+            lines.append(f"| {seed} | {key} | {len(recs)} | " + " | ".join(cells) + f" | {fmt(share, 2)} |")
     lines += [
         "",
         "Fréchet distance real vs synthetic in each seed's S features (reference: the FD between N_real lesions "
@@ -178,7 +177,7 @@ def report(
         for losses, h in by_losses.items():
             stuck = sum(e["loss_seg"] >= 0.99 for e in h)
             lines.append(
-                f"| {seed} | {_f(baseline_dice.get(seed), 3)} | {LOSSES[losses]} | "
+                f"| {seed} | {fmt(baseline_dice.get(seed), 3)} | {LOSSES[losses]} | "
                 f"{h[0]['loss_seg']:.3f} → {h[-1]['loss_seg']:.3f} | "
                 f"{h[0]['gate_accept']:.2f} → {h[-1]['gate_accept']:.2f} | {stuck} / {len(h)} |"
             )
@@ -286,7 +285,7 @@ def main() -> None:
     )
     if not seeds:
         raise SystemExit(
-            f"error: {work} holds no seed with a baseline and a generator: run benchmarks/compare.py first"
+            f"error: {work} holds no seed with a baseline and a generator: run python -m benchmarks.compare first"
         )
     comparison = json.loads((work / "comparison.json").read_text()) if (work / "comparison.json").is_file() else {}
     baseline_dice = dict(enumerate(r["dice_tumor"] for r in comparison.get("results", {}).get("baseline", [])))
@@ -301,7 +300,7 @@ def main() -> None:
 
     atomic_write_text(cache_file, json.dumps(per_seed, indent=1, default=str) + "\n")
     title = f"## Realism on the phantom ({a.preset})"
-    cmd = f"python benchmarks/phantom_realism.py --preset {a.preset} --n_per_case {a.n_per_case}"
+    cmd = f"python -m benchmarks.phantom_realism --preset {a.preset} --n_per_case {a.n_per_case}"
     section = title + "\n" + report(per_seed, curves, baseline_dice, cmd, a.n_per_case)
     write_section(Path(a.results), section, title)
     print(section)

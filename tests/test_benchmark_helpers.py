@@ -2,13 +2,11 @@
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from compare import PRESETS, claim_workdir, format_p, mean_sd, orderings_table, write_section  # noqa: E402
+from benchmarks.common import claim_workdir, format_p, mean_sd, write_section
+from benchmarks.compare import PRESETS, orderings_table
 
 
 def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
@@ -65,7 +63,7 @@ def test_the_paper_orderings_are_checked_on_the_means_and_seed_by_seed():
 
 
 def test_the_loss_ablation_reading_names_the_generator_that_paints_the_wrong_contrast():
-    from phantom_realism import loss_ablation_reading, report
+    from benchmarks.phantom_realism import loss_ablation_reading, report
 
     def lesions(contrast):
         cols = ("diameter_mm", "mean_hu", "sd_hu", "ring_organ_hu", "edge_width_mm")
@@ -98,8 +96,8 @@ def test_the_loss_ablation_reading_names_the_generator_that_paints_the_wrong_con
 
 
 def test_a_seeds_realism_is_reused_only_while_its_exports_and_s_are_unchanged(tmp_path, monkeypatch):
-    import phantom_realism
-    from compare import Comparison
+    from benchmarks import phantom_realism
+    from benchmarks.compare import Comparison
 
     c = Comparison(tmp_path / "w", dict(PRESETS["quick"]), "cpu")
     s = c.fold(0, "both", "nnUNetTrainerBaseline")
@@ -122,7 +120,7 @@ def test_a_seeds_realism_is_reused_only_while_its_exports_and_s_are_unchanged(tm
 
 
 def test_convergence_targets_and_the_time_budget_point():
-    from generator_convergence import targets, within_budget
+    from benchmarks.generator_convergence import targets, within_budget
 
     n = {"synthetic_contrast_hu": -35.0, "real_contrast_hu": -42.0, "synthetic_accept": 0.5, "fd": 0.05}
     n.update(fd_ref_lo=0.04, fd_ref_hi=0.06)
