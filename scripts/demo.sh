@@ -7,7 +7,7 @@
 # predictions/ and the evaluation summaries. Re-running skips the steps whose outputs exist.
 # Knobs (environment): DEMO_EPOCHS (6), DEMO_ITERS (15) iterations per epoch, DEMO_GEN_STEPS (100) generator steps, DEMO_DEVICE (cpu).
 # The schedule is far too short for good models: the demo shows the pipeline and its outputs, not the method's
-# benefit (benchmarks/compare.py measures that).
+# benefit (python -m benchmarks.compare measures that).
 set -euo pipefail
 
 work=$(mkdir -p "${FREETUMOR_DEMO_DIR:-demo_work}" && cd "${FREETUMOR_DEMO_DIR:-demo_work}" && pwd)
