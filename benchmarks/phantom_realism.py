@@ -3,8 +3,8 @@ and how the frozen S of each seed sees them — the evidence behind the comparis
 
     python -m benchmarks.phantom_realism [--preset cpu-small] [--workdir DIR] [--n_per_case K] [--results FILE]
 
-Runs on a finished `python -m benchmarks.compare` work folder (same --preset / --workdir; nothing is trained here). For every
-seed that has a generator (losses "both") and a baseline S:
+Runs on a finished `python -m benchmarks.compare` work folder (same --preset / --workdir; nothing is trained
+here). For every seed that has a generator (losses "both") and a baseline S:
 1. `freetumor_synthesize --method generator` and `--method handcrafted` on the comparison dataset's healthy training
    cases, K tumors per case, same seed (so every method paints into the same masks), no gate; also with the loss
    ablation's generators (L_seg only, L_cls only) where the comparison trained them;
@@ -86,10 +86,10 @@ def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[k] = env[k]
     src = source_dataset(str(c.dataset_id), c.raw, c.pre)
-    seg = load_segmenter(src.cfg, **src.model_key(), fold="0", results=env["nnUNet_results"])
+    segmenter = load_segmenter(src.cfg, **src.model_key(), fold="0", results=env["nnUNet_results"])
     return {
-        "measures": measure_all(exports, src, seg, organ=ORGAN, lesion=TUMOR),
-        "frechet": frechet(exports, src, seg),
+        "measures": measure_all(exports, src, segmenter, organ=ORGAN, lesion=TUMOR),
+        "frechet": frechet(exports, src, segmenter),
         "threshold": src.cfg.gate_threshold,
     }
 

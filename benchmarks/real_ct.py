@@ -572,7 +572,7 @@ class RealCT:
 # --- 7. measurements -----------------------------------------------------------------------------------------------
 
 
-def frechet(exports: dict[str, Path], src, seg) -> dict:
+def frechet(exports: dict[str, Path], src, segmenter) -> dict:
     """realism_report_for (what `freetumor_turing fid` computes) per export (key -> folder), plus a within-method
     reference: the FD between N_real randomly drawn lesions of the same method and the rest of that method's lesions
     (same N_real, same F): what the number looks like when both sets come from one distribution."""
@@ -586,11 +586,11 @@ def frechet(exports: dict[str, Path], src, seg) -> dict:
     for key, folder in exports.items():
         les = synthetic_lesions(folder)
         try:
-            rep = realism_report_for(src, folder, seg)
+            rep = realism_report_for(src, folder, segmenter)
         except FreeTumorConfigError as err:  # fewer than 2 lesions of >= 10 voxels (--quick's coarse grid)
             out[key] = {"error": str(err), "n_synthetic": len(les), "reference_fd": []}
             continue
-        feats = seg.features(lesion_crops(les, src.transpose_forward, src.spacing, size)).numpy()
+        feats = segmenter.features(lesion_crops(les, src.transpose_forward, src.spacing, size)).numpy()
         rep["reference_fd"] = same_distribution_fds(feats, rep["n_real"], N_REFERENCE_SPLITS, rng)
         out[key] = rep
     return out
@@ -983,10 +983,10 @@ def main() -> None:
 
         src = source_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"
-        seg = load_segmenter(src.cfg, **src.model_key(), fold=FOLD, results=rc.results)
+        segmenter = load_segmenter(src.cfg, **src.model_key(), fold=FOLD, results=rc.results)
         exports = {e.key: rc.export_folder(e) for e in EXPORTS}
-        measures = measure_all(exports, src, seg, organ=LUNG, lesion=LESION)
-        fd = frechet(exports, src, seg)
+        measures = measure_all(exports, src, segmenter, organ=LUNG, lesion=LESION)
+        fd = frechet(exports, src, segmenter)
         montage(rc, measures, src.cfg, png)
         infos = json.loads((rc.raw / DATASET / "preparation.json").read_text())
         plan = json.loads((rc.pre / DATASET / f"{PLANS}.json").read_text())

@@ -207,7 +207,9 @@ def bench_da_workers(samples: int) -> dict:
         if mode != "vanilla":
             insert_after_spatial(
                 pipe.transforms,
-                TumorSynthesisTransform(tr.freetumor_config, tr.configuration_manager.spacing, mode, tr.normalizations),
+                TumorSynthesisTransform(
+                    tr.freetumor_config, tr.configuration_manager.spacing, mode == "handcrafted", tr.normalizations
+                ),
             )
         np.random.seed(0)
         torch.manual_seed(0)
@@ -338,7 +340,7 @@ def bench_generator(device: torch.device, steps: int) -> dict:
             collate = g.collate  # untimed: counts the boxes' voxels
             g.synthesize_box = Timed(g.synthesize_box, device, total, "G forward")
             g._c_logits = Timed(g._c_logits, device, total, "C forward")
-            g.seg = Timed(g.seg, device, total, "S forward")
+            g.segmenter = Timed(g.segmenter, device, total, "S forward")
             g.collate = Timed(g.collate, device, total, "data")
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()

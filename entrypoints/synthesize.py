@@ -92,7 +92,7 @@ def main() -> int:
         result = export.run(progress=not args.no_progress)
         print(
             f"wrote {len(result.written)} synthetic case(s) to {result.folder} ({export.req.method}"
-            f"{', gate T = ' + str(export.cfg.gate_threshold) if export.seg is not None else ''}; config from "
+            f"{', gate T = ' + str(export.cfg.gate_threshold) if export.segmenter is not None else ''}; config from "
             f"{export.cfg_source})"
         )
         if result.rejected:

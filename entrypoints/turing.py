@@ -145,10 +145,10 @@ def main() -> int:
 
         if args.device == "cuda" and not torch.cuda.is_available():
             raise FreeTumorConfigError("--device cuda, but no CUDA GPU is available: use --device cpu")
-        seg = load_segmenter(
+        segmenter = load_segmenter(
             src.cfg, **src.model_key(), fold=args.fold, checkpoint=args.gate_checkpoint, device=args.device
         )
-        report = realism_report_for(src, export, seg, args.max_n, args.seed, args.shrinkage)
+        report = realism_report_for(src, export, segmenter, args.max_n, args.seed, args.shrinkage)
         print(
             f"Frechet distance {report['frechet_distance']:.4f}  (N real {report['n_real']}, N synthetic "
             f"{report['n_synthetic']}, F {report['n_features']}; crops {report['crop_size']} at "

@@ -75,17 +75,17 @@ class RealismMonitor:
         self,
         synthetic: Sequence[Item],
         real: Sequence[Item],
-        seg: FrozenSegmenter,
+        segmenter: FrozenSegmenter,
         norm: CTNormalization,
         cfg: FreeTumorConfig,
         spacing: Sequence[float],
         held_out: bool = False,
     ):
         self.synthetic, self.real = list(synthetic), list(real)
-        self.seg, self.norm, self.cfg, self.held_out = seg, norm, cfg, held_out
+        self.segmenter, self.norm, self.cfg, self.held_out = segmenter, norm, cfg, held_out
         self.spacing = tuple(float(s) for s in spacing)
         self.threshold = float(cfg.gate_threshold)
-        self.device = seg.device
+        self.device = segmenter.device
         self.real_stats = self._measure(self.real, [it.image for it in self.real])  # S and the data are frozen
 
     def describe(self, every: int) -> str:
@@ -101,7 +101,7 @@ class RealismMonitor:
         cls,
         train_data: GeneratorData,
         held_out_data: GeneratorData | None,
-        seg: FrozenSegmenter,
+        segmenter: FrozenSegmenter,
         norm: CTNormalization,
         n: int = 32,
         n_real: int = 48,
@@ -115,7 +115,7 @@ class RealismMonitor:
         if not synthetic:
             synthetic = _fixed_regions(train_data, n)
         real = _real_lesions(train_data, n_real)
-        return cls(synthetic, real, seg, norm, train_data.cfg, train_data.spacing, held_out)
+        return cls(synthetic, real, segmenter, norm, train_data.cfg, train_data.spacing, held_out)
 
     # --- measures ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -133,8 +133,8 @@ class RealismMonitor:
             for it, img in zip(items, images):
                 x = img[(slice(None), *it.box)][None].to(self.device)
                 m = torch.from_numpy(np.ascontiguousarray(it.mask[it.box]))[None, None].to(self.device)
-                ps.append(float(judge(self.seg(x), m, self.cfg.tumor_labels, self.threshold)[0][0]))
-        feats = self.seg.features(self.norm.to_hu(torch.stack(list(images)).float())).numpy()
+                ps.append(float(judge(self.segmenter(x), m, self.cfg.tumor_labels, self.threshold)[0][0]))
+        feats = self.segmenter.features(self.norm.to_hu(torch.stack(list(images)).float())).numpy()
         return {"contrast": contrasts, "p": list(ps), "features": feats}
 
     @torch.no_grad()
@@ -154,7 +154,7 @@ class RealismMonitor:
                 torch.tensor([self.cfg.organ_labels.index(it.organ)], device=self.device),
                 [it.edge_sigma_mm],
                 self.spacing,
-                self.seg,
+                self.segmenter,
                 tumor_labels=self.cfg.tumor_labels,
                 threshold=self.threshold,
                 autocast=autocast,

@@ -35,7 +35,7 @@ class RunSetup:
     crop_size: tuple[int, ...]  # the largest crop (context), voxels
     rule: CropRule | None  # None: --crop patch (the whole crop_size)
     norm: CTNormalization  # the data's (S maps it to its own)
-    seg: FrozenSegmenter
+    segmenter: FrozenSegmenter
     data: GeneratorData
     held_out_data: GeneratorData | None
     steps: int
@@ -59,7 +59,7 @@ class RunSetup:
         margin = cfg.gate_bbox_margin_mm if args.crop_margin_mm is None else float(args.crop_margin_mm)
         max_mm = tuple(c * s for c, s in zip(crop_size, spacing))
         rule = CropRule(margin, max_size_mm=max_mm) if args.crop == "tumor" else None
-        seg = load_segmenter(
+        segmenter = load_segmenter(
             cfg,
             results=results,
             preprocessed=preprocessed,
@@ -92,7 +92,7 @@ class RunSetup:
             crop_size=crop_size,
             rule=rule,
             norm=ct_normalizations(plans, args.configuration)[0],
-            seg=seg,
+            segmenter=segmenter,
             data=data,
             held_out_data=split_data(val, require_real=False) if val else None,
             steps=steps,
@@ -109,7 +109,7 @@ class RunSetup:
             f"({'image + mask' if args.mask_input else 'image'} input, init {args.init}), C {c_params / 1e6:.2f} M; "
             f"{crop or f'fixed crop {self.crop_size}'} at {self.spacing} mm; {self.steps} steps of {args.batch_size}; "
             f"L_seg {args.seg_loss}; {len(self.data.fake_cases)} cases with organs, {len(self.data.real_cases)} with "
-            f"tumors; frozen segmenter {self.seg.source}"
+            f"tumors; frozen segmenter {self.segmenter.source}"
         )
 
     def meta(self, args: GeneratorTrainingArgs) -> dict[str, Any]:
@@ -124,7 +124,7 @@ class RunSetup:
             "crop_rule": self.rule.to_dict() if self.rule else None,
             "normalization": asdict(self.norm),
             "config": self.cfg.to_dict(),
-            "frozen_segmenter": str(self.seg.source),
+            "frozen_segmenter": str(self.segmenter.source),
         }
 
     def check_resumable(self, meta: dict[str, Any], path: Path, args: GeneratorTrainingArgs) -> None:

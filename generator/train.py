@@ -66,15 +66,15 @@ class GeneratorTrainer:
         self.setup = s = RunSetup.build(args, results, preprocessed, self.device)
         self.dataset_name, self.cfg, self.cfg_source, self.out = s.dataset_name, s.cfg, s.cfg_source, s.out
         self.spacing, self.crop_size, self.rule, self.norm = s.spacing, s.crop_size, s.rule, s.norm
-        self.seg, self.data, self.held_out_data, self.steps = s.seg, s.data, s.held_out_data, s.steps
+        self.segmenter, self.data, self.held_out_data, self.steps = s.segmenter, s.data, s.held_out_data, s.steps
         self.cuda = self.device.type == "cuda"
         use_amp = self.cuda and args.amp
         self.nets = Adversaries(args, len(self.cfg.pairs), self.steps, self.device, use_amp)
         self.G, self.C = self.nets.G, self.nets.C
-        divisors = [self.seg.divisor, networks.divisor(self.nets.g_spec), networks.divisor(self.nets.c_spec)]
+        divisors = [self.segmenter.divisor, networks.divisor(self.nets.g_spec), networks.divisor(self.nets.c_spec)]
         self.box_divisor = tuple(int(np.lcm.reduce([d[ax] for d in divisors])) for ax in range(3))
         if self.cuda:  # channels-last convolutions are faster on recent GPUs
-            for m in (self.G, self.C, self.seg.network):
+            for m in (self.G, self.C, self.segmenter.network):
                 m.to(memory_format=torch.channels_last_3d)
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
         self.step_count = 0
@@ -113,7 +113,7 @@ class GeneratorTrainer:
             batch["fake_organ_index"].to(self.device),
             batch["fake_edge_sigma_mm"].tolist(),
             self.spacing,
-            self.seg,
+            self.segmenter,
             tumor_labels=self.cfg.tumor_labels,
             threshold=self.cfg.gate_threshold,
             autocast=self.autocast,
@@ -190,7 +190,7 @@ class GeneratorTrainer:
         )
 
     def build_monitor(self) -> RealismMonitor:
-        return RealismMonitor.build(self.data, self.held_out_data, self.seg, self.norm, n=self.args.monitor_n)
+        return RealismMonitor.build(self.data, self.held_out_data, self.segmenter, self.norm, n=self.args.monitor_n)
 
     def run(self) -> Path:
         a = self.args

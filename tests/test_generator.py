@@ -221,14 +221,14 @@ class DarknessSegmenter(torch.nn.Module):
 @pytest.mark.e2e
 def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, baseline, tmp_path, nnunet_paths):
     tr = make_trainer(demo, baseline, tmp_path, lr=3e-3, losses="seg")
-    tr.seg.network = DarknessSegmenter()
+    tr.segmenter.network = DarknessSegmenter()
     samples = next(iter(tr.loader()))
     batch = tr.collate(samples)
 
     def l_seg() -> float:
         with torch.no_grad():
             mask, gated = tr.synthesize(batch)
-            logits = tr.seg.network(gated.x_hat)
+            logits = tr.segmenter.network(gated.x_hat)
             return float(seg_guided_loss(logits, tr.cfg.tumor_labels, mask).mean())
 
     before = l_seg()

@@ -373,7 +373,9 @@ def test_the_gate_keeps_only_tumors_the_segmenter_sees_and_an_all_rejected_expor
     monkeypatch.delenv("nnUNet_freetumor_config", raising=False)
     raw, pre = write_mini_dataset(tmp_path)
     export = OfflineExport(ExportRequest(dataset=SRC, out_id=993, method="handcrafted"), raw, pre, None)
-    export.synthesizer.seg = stub_segmenter(threshold)  # -1e9: nothing is tumor (P = 0); 1e9: everything is (P = 1)
+    export.synthesizer.segmenter = stub_segmenter(
+        threshold
+    )  # -1e9: nothing is tumor (P = 0); 1e9: everything is (P = 1)
     if not accepted:
         with pytest.raises(FreeTumorConfigError, match="rejected every synthetic tumor.*Nothing was written"):
             export.run(progress=False)

@@ -36,7 +36,7 @@ def run(t, data, seed=0):
 
 def test_crop_with_a_real_tumor_is_never_touched():
     data = crop(real_tumor=True)
-    out = run(TumorSynthesisTransform(CFG, SPACING, "handcrafted", (NORM,)), data)
+    out = run(TumorSynthesisTransform(CFG, SPACING, handcrafted=True, normalizations=(NORM,)), data)
     assert torch.equal(out["image"], data["image"])
     assert torch.equal(out["segmentation"][:1], data["segmentation"])
     assert not out["segmentation"][1].any()
@@ -44,7 +44,7 @@ def test_crop_with_a_real_tumor_is_never_touched():
 
 def test_mask_mode_appends_an_organ_id_channel_inside_the_organ_and_leaves_the_image():
     data = crop()
-    out = run(TumorSynthesisTransform(CFG, SPACING, "mask"), data)
+    out = run(TumorSynthesisTransform(CFG, SPACING), data)
     seg, mask = out["segmentation"][0], out["segmentation"][1]
     assert out["segmentation"].shape[0] == 2 and out["segmentation"].dtype == torch.int16
     assert mask.any() and set(mask.unique().tolist()) == {0, 1}
@@ -54,7 +54,7 @@ def test_mask_mode_appends_an_organ_id_channel_inside_the_organ_and_leaves_the_i
 
 def test_handcrafted_mode_darkens_the_tumor_labels_it_and_changes_nothing_outside_the_organ():
     data = crop()
-    out = run(TumorSynthesisTransform(CFG, SPACING, "handcrafted", (NORM,)), data)
+    out = run(TumorSynthesisTransform(CFG, SPACING, handcrafted=True, normalizations=(NORM,)), data)
     seg, mask = out["segmentation"][0], out["segmentation"][1] > 0
     before_hu = NORM.to_hu(data["image"][0])
     after_hu = NORM.to_hu(out["image"][0])
@@ -66,19 +66,21 @@ def test_handcrafted_mode_darkens_the_tumor_labels_it_and_changes_nothing_outsid
 
 
 def test_probability_zero_never_synthesizes():
-    out = run(TumorSynthesisTransform(CFG.replace(p_synthesis=0.0), SPACING, "handcrafted", (NORM,)), crop())
+    out = run(
+        TumorSynthesisTransform(CFG.replace(p_synthesis=0.0), SPACING, handcrafted=True, normalizations=(NORM,)), crop()
+    )
     assert not out["segmentation"][1].any()
 
 
 def test_same_numpy_seed_gives_bit_identical_handcrafted_samples():
-    t = TumorSynthesisTransform(CFG, SPACING, "handcrafted", (NORM,))
+    t = TumorSynthesisTransform(CFG, SPACING, handcrafted=True, normalizations=(NORM,))
     a, b, c = run(t, crop(), 3), run(t, crop(), 3), run(t, crop(), 4)
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["segmentation"], b["segmentation"])
     assert not torch.equal(a["image"], c["image"])
 
 
 def test_deep_supervision_masks_update_every_scale_like_downsampling_the_updated_full_res_target():
-    data = run(TumorSynthesisTransform(CFG, SPACING, "mask"), crop(shape=(24, 48, 40)))
+    data = run(TumorSynthesisTransform(CFG, SPACING), crop(shape=(24, 48, 40)))
     ds = DownsampleSegForDSTransform(ds_scales=[[1, 1, 1], [1, 0.5, 0.5], [0.5, 0.25, 0.25]])
     targets = [t[None] for t in ds(segmentation=data["segmentation"].clone())["segmentation"]]
     labels, masks = split_mask_channel(targets)
@@ -95,7 +97,7 @@ def test_synthesis_is_inserted_right_after_the_spatial_transform_of_nnunets_pipe
     tr = nnUNetTrainer.get_training_transforms(
         (24, 48, 48), (-0.5, 0.5), [[1, 1, 1], [0.5, 0.5, 0.5]], (0, 1, 2), dummy_2d
     )
-    new = TumorSynthesisTransform(CFG, SPACING, "mask")
+    new = TumorSynthesisTransform(CFG, SPACING)
     insert_after_spatial(tr.transforms, new)
     i = tr.transforms.index(new)
     prev = tr.transforms[i - 1]

@@ -37,14 +37,15 @@ class Attempt:
 
 @dataclass
 class CaseSynthesizer:
-    """Draws, synthesizes and (with ``seg``) gates tumors in one case at a time. ``generator`` None: handcrafted."""
+    """Draws, synthesizes and (with ``segmenter``, S) gates tumors in one case at a time. ``generator`` None:
+    handcrafted."""
 
     cfg: FreeTumorConfig
     crop_rule: CropRule
     plan_spacing: tuple[float, ...]
     device: torch.device
     generator: BoxGenerator | None = None
-    seg: FrozenSegmenter | None = None
+    segmenter: FrozenSegmenter | None = None
     healthy_only: bool = True
 
     def candidate_organs(self, labels: np.ndarray) -> list[int]:
@@ -89,7 +90,7 @@ class CaseSynthesizer:
         out, plan_hu = self._synthesize(hu, soft, organ, spacing, rng)
         finite = bool(torch.isfinite(out).all())
         result = Attempt(organ, size_class.name, sigma, mask, box, out.cpu(), accepted=finite)
-        if self.seg is not None:
+        if self.segmenter is not None:
             if plan_hu is None:
                 plan_hu = resample(out[None, None], size_at_spacing(out.shape, spacing, self.plan_spacing))[0, 0]
             result.p, result.accepted = self._judge(plan_hu, resample_mask(m, plan_hu.shape), finite)
@@ -109,7 +110,7 @@ class CaseSynthesizer:
     @torch.no_grad()
     def _judge(self, plan_hu: torch.Tensor, plan_mask: torch.Tensor, finite: bool) -> tuple[float, bool]:
         """Eq. 4-5 on the plan-spacing box: (P, accepted)."""
-        logits = self.seg.segment_hu(plan_hu[None, None])
+        logits = self.segmenter.segment_hu(plan_hu[None, None])
         p, accept = judge(
             logits,
             plan_mask[None, None].to(logits.device),

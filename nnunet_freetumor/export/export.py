@@ -97,9 +97,9 @@ class OfflineExport:
         generator, crop_rule = None, CropRule(max(cfg.gate_bbox_margin_mm, 4 * cfg.mask.edge_sigma_mm[1]))
         if req.method == "generator":
             generator, crop_rule = load_box_generator(src, cfg, req.fold, req.generator, results_root, self.device)
-        seg = None
+        segmenter = None
         if req.gate:
-            seg = load_segmenter(
+            segmenter = load_segmenter(
                 cfg,
                 **src.model_key(),
                 fold=req.fold,
@@ -108,13 +108,13 @@ class OfflineExport:
                 results=results_root,
             )
         self.synthesizer = CaseSynthesizer(
-            cfg, crop_rule, src.spacing, self.device, generator, seg, healthy_only=req.cases == "healthy"
+            cfg, crop_rule, src.spacing, self.device, generator, segmenter, healthy_only=req.cases == "healthy"
         )
 
     @property
-    def seg(self):
+    def segmenter(self):
         """The gate's frozen S (None without ``--gate``)."""
-        return self.synthesizer.seg
+        return self.synthesizer.segmenter
 
     def run(self, progress: bool = True) -> ExportResult:
         from tqdm import tqdm
@@ -143,7 +143,7 @@ class OfflineExport:
             rng = np.random.default_rng([self.req.seed, zlib.crc32(src.identifier.encode()), k])
             chosen, tries = self.synthesizer.first_accepted(src.image, src.labels, src.spacing, organs, rng)
             if chosen is None:
-                gated = self.seg is not None and tries
+                gated = self.segmenter is not None and tries
                 reason = (
                     "rejected by the quality gate" if gated else "no room for a tumor centre or a non-finite result"
                 )
@@ -165,7 +165,7 @@ class OfflineExport:
 
     def _nothing_written(self, result: ExportResult) -> str:
         cfg = self.cfg
-        if result.rejected and self.seg is not None:
+        if result.rejected and self.segmenter is not None:
             return (
                 f"the quality gate (T = {cfg.gate_threshold}) rejected every synthetic tumor ({len(result.rejected)} "
                 f"case(s), {MAX_TRIES} tries each). Train the baseline longer, lower --gate_threshold, or export "
@@ -187,8 +187,8 @@ class OfflineExport:
             "method": req.method,
             "generator": str(generator.path) if generator is not None and generator.path else None,
             "gate": None
-            if self.seg is None
-            else {"checkpoint": str(self.seg.source), "threshold": self.cfg.gate_threshold},
+            if self.segmenter is None
+            else {"checkpoint": str(self.segmenter.source), "threshold": self.cfg.gate_threshold},
             "seed": req.seed,
             "n_per_case": req.n_per_case,
             "cases": req.cases,

@@ -93,7 +93,7 @@ def same_distribution_fds(feats: np.ndarray, n: int, draws: int, rng: np.random.
 
 
 def realism_report(
-    seg: FrozenSegmenter,
+    segmenter: FrozenSegmenter,
     real: Sequence[Lesion],
     synthetic: Sequence[Lesion],
     transpose_forward: Sequence[int],
@@ -118,7 +118,7 @@ def realism_report(
             f"the Fréchet distance needs at least 2 tumors per set, found {len(real)} real and {len(synthetic)} "
             f"synthetic (lesions >= {MIN_LESION_VOXELS} voxels)"
         )
-    feats = [seg.features(lesion_crops(les, transpose_forward, spacing, size)) for les in (real, synthetic)]
+    feats = [segmenter.features(lesion_crops(les, transpose_forward, spacing, size)) for les in (real, synthetic)]
     n_features = int(feats[0].shape[1])
     return {
         "frechet_distance": frechet_distance(feats[0], feats[1], shrinkage=shrinkage),
@@ -129,14 +129,14 @@ def realism_report(
         "shrinkage": shrinkage,
         "crop_size": [int(s) for s in size],
         "spacing_mm": [float(s) for s in spacing],
-        "segmenter": str(seg.source),
+        "segmenter": str(segmenter.source),
     }
 
 
 def realism_report_for(
     src: SourceDataset,
     export_folder: str | os.PathLike,
-    seg: FrozenSegmenter,
+    segmenter: FrozenSegmenter,
     max_n: int | None = None,
     seed: int = 0,
     shrinkage: float = 0.0,
@@ -146,5 +146,7 @@ def realism_report_for(
     real = real_lesions(raw_training_cases(src.raw, src.dataset_json), src.cfg.tumor_labels)
     synthetic = synthetic_lesions(export_folder)
     size = crop_size(src.patch_size)
-    report = realism_report(seg, real, synthetic, src.transpose_forward, src.spacing, size, max_n, seed, shrinkage)
+    report = realism_report(
+        segmenter, real, synthetic, src.transpose_forward, src.spacing, size, max_n, seed, shrinkage
+    )
     return {"dataset": src.name, "synthetic": str(export_folder), **report}

@@ -82,7 +82,7 @@ def lesion_measures(
     return out
 
 
-def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_forward) -> float:
+def gate_view(segmenter, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_forward) -> float:
     """P (Eq. 4): the share of the lesion that the frozen S labels as lesion, on a lesion-centred box with the gate's
     margin, as the quality gate sees a synthetic tumor (the export's gate; the data are already at the plan's
     spacing)."""
@@ -92,12 +92,12 @@ def gate_view(seg, hu: np.ndarray, lesion: np.ndarray, spacing, cfg, transpose_f
     sp = [spacing[i] for i in tf]
     box = synthesis_box(m_t, sp, (0.0, 0.0, 0.0), cfg.gate_bbox_margin_mm)
     with torch.no_grad():
-        logits = seg.segment_hu(torch.from_numpy(np.ascontiguousarray(hu_t[box], dtype=np.float32))[None, None])
+        logits = segmenter.segment_hu(torch.from_numpy(np.ascontiguousarray(hu_t[box], dtype=np.float32))[None, None])
     mask = torch.from_numpy(np.ascontiguousarray(m_t[box]))[None, None].to(logits.device)
     return float(judge(logits, mask, cfg.tumor_labels, cfg.gate_threshold)[0][0])
 
 
-def measure_all(exports: dict[str, Path], src, seg, organ: int, lesion: int) -> dict:
+def measure_all(exports: dict[str, Path], src, segmenter, organ: int, lesion: int) -> dict:
     """Per lesion: measures + S's P, for the real lesions (raw cases of ``src``) and the synthetic lesions of every
     export (key -> freetumor_synthesize folder); ``organ``, ``lesion``: label values."""
     from nnunet_freetumor.export.log import read_synthesis_log
@@ -112,7 +112,7 @@ def measure_all(exports: dict[str, Path], src, seg, organ: int, lesion: int) -> 
         for i in range(1, n + 1):
             m = comps == i
             rec = {"case": case.identifier, **lesion_measures(hu, m, labels == organ, sp)}
-            rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
+            rec["gate_p"] = gate_view(segmenter, hu, m, sp, src.cfg, src.transpose_forward)
             rec["centre"] = [int(round(c)) for c in np.argwhere(m).mean(0)]
             out["real"].append(rec)
     for key, folder in exports.items():
@@ -129,7 +129,7 @@ def measure_all(exports: dict[str, Path], src, seg, organ: int, lesion: int) -> 
                 "size_class": c["size_class"],
                 **lesion_measures(hu, m, labels == organ, sp, other=real),
             }
-            rec["gate_p"] = gate_view(seg, hu, m, sp, src.cfg, src.transpose_forward)
+            rec["gate_p"] = gate_view(segmenter, hu, m, sp, src.cfg, src.transpose_forward)
             rec["centre"] = [int(v) for v in c["centre_voxel"]]
             recs.append(rec)
         out[key] = recs

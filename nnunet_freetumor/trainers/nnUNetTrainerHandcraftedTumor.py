@@ -13,7 +13,7 @@ from nnunet_freetumor.training.trainer_base import DeviceSynthesisTrainerBase, S
 
 
 class nnUNetTrainerHandcraftedTumor(SyntheticTumorTrainerBase):
-    synthesis_mode = "handcrafted"
+    paints_in_workers = True
 
 
 class nnUNetTrainerHandcraftedTumor_gate(DeviceSynthesisTrainerBase):

@@ -56,9 +56,11 @@ def apply_schedule_overrides(trainer: nnUNetTrainer, overrides: dict[str, int]) 
 
 
 class SyntheticTumorTrainerBase(nnUNetTrainer):
-    """Base of the plugin's trainers. Subclasses set ``synthesis_mode`` and may override ``synthesize_batch``."""
+    """Base of the plugin's trainers. Subclasses set ``paints_in_workers`` and may override ``synthesize_batch``."""
 
-    synthesis_mode = "mask"  # 'handcrafted': synthesis in the DA workers; 'mask': on the device in train_step
+    # True: the DA workers paint the handcrafted recipe; False: they draw the masks only and train_step synthesizes
+    # on the training device
+    paints_in_workers = False
     config_overrides: dict = {}  # ablation subclasses change config fields here (e.g. {"gate_threshold": 0.5})
 
     def __init__(
@@ -144,7 +146,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
         return TumorSynthesisTransform(
             self.freetumor_config,
             self.configuration_manager.spacing,
-            mode=self.synthesis_mode,
+            handcrafted=self.paints_in_workers,
             normalizations=self.normalizations,
         )
 
@@ -219,7 +221,7 @@ class DeviceSynthesisTrainerBase(SyntheticTumorTrainerBase):
     every deep-supervision scale; rejected samples keep their original crop and labels.
     """
 
-    synthesis_mode = "mask"
+    paints_in_workers = False
     use_gate = True
 
     def preflight(self, plans_manager: PlansManager, configuration: str, fold: int | str, dataset_json: dict) -> None:

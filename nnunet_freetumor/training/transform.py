@@ -7,9 +7,9 @@ transform, mirroring included, moves it with the labels). Per sample it
 2. with probability ``p_synthesis`` picks one and draws a tumor mask in millimetres (``masks.sample_tumor_mask``);
 3. appends one channel to the segmentation: the organ id at the synthetic-tumor voxels, 0 elsewhere. nnU-Net's
    DownsampleSegForDSTransform downsamples it with the labels, so every deep-supervision scale carries its own mask;
-4. in ``handcrafted`` mode also paints the tumor into the image (SyntheticTumors recipe, in HU) and writes the tumor
-   label, before nnU-Net's intensity augmentations run on the result. In ``mask`` mode the image is left alone: the
-   trainer synthesizes on the training device (the generator is far too slow for CPU workers).
+4. with ``handcrafted=True`` also paints the tumor into the image (SyntheticTumors recipe, in HU) and writes the tumor
+   label, before nnU-Net's intensity augmentations run on the result. Otherwise the image is left alone (masks only):
+   the trainer synthesizes on the training device (the generator is far too slow for CPU workers).
 
 The trainer strips the extra channel before the loss (``split_mask_channel``).
 """
@@ -30,25 +30,23 @@ from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcr
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.masks import bbox, sample_tumor_mask, soft_masks
 
-MODES = ("mask", "handcrafted")
-
 
 class TumorSynthesisTransform(BasicTransform):
     def __init__(
         self,
         cfg: FreeTumorConfig,
         spacing: Sequence[float],
-        mode: str = "mask",
+        handcrafted: bool = False,
         normalizations: Sequence[CTNormalization] | None = None,
     ):
+        """``handcrafted``: paint the recipe here (needs the CT ``normalizations`` of every image channel); False:
+        draw the masks only."""
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "handcrafted" and not normalizations:
-            raise ValueError("handcrafted mode needs the CT normalization of every image channel")
+        if handcrafted and not normalizations:
+            raise ValueError("painting handcrafted tumors needs the CT normalization of every image channel")
         self.cfg = cfg
         self.spacing = tuple(float(s) for s in spacing)
-        self.mode = mode
+        self.handcrafted = bool(handcrafted)
         self.normalizations = tuple(normalizations or ())
 
     def get_parameters(self, **data_dict) -> dict:
@@ -61,7 +59,7 @@ class TumorSynthesisTransform(BasicTransform):
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
         mask = sample_tumor_mask(seg == organ, self.spacing, self.cfg.mask, rng)
         params = {"organ": organ if mask is not None else 0, "mask": mask}
-        if mask is not None and self.mode == "handcrafted":
+        if mask is not None and self.handcrafted:
             params["edge_sigma_mm"] = float(rng.uniform(*self.cfg.mask.edge_sigma_mm))
             params["difference_hu"] = float(rng.uniform(*self.cfg.handcrafted.hu_difference))
             params["texture_seed"] = int(rng.integers(0, 2**31 - 1))
@@ -74,7 +72,7 @@ class TumorSynthesisTransform(BasicTransform):
         if mask is not None:
             m = torch.from_numpy(mask)
             mask_channel[0][m] = params["organ"]
-            if self.mode == "handcrafted":
+            if self.handcrafted:
                 data_dict["image"] = self._paint(data_dict["image"], seg[0].numpy() == params["organ"], mask, params)
                 seg = seg.clone()
                 seg[0][m] = self.cfg.tumor_of(params["organ"])
