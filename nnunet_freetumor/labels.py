@@ -115,12 +115,19 @@ def healthy_organs(seg: np.ndarray | torch.Tensor, cfg: FreeTumorConfig) -> list
     ``seg``: integer label map of one crop (any shape). These organs are the synthesis candidates: crops with a real
     tumor of that organ are never touched.
     """
-    out = []
-    for p in cfg.pairs:
-        n_organ = int((seg == p.organ).sum())
-        if n_organ >= cfg.mask.min_organ_voxels and not bool((seg == p.tumor).any()):
-            out.append(p.organ)
-    return out
+    per_pair = _healthy_per_pair(seg.reshape(1, -1), cfg)
+    return [p.organ for p, healthy in zip(cfg.pairs, per_pair) if bool(healthy[0])]
+
+
+def has_healthy_organ(seg: torch.Tensor, cfg: FreeTumorConfig) -> torch.Tensor:
+    """(B,) bool: which crops of a (B, ...) label batch have a synthesis candidate (see ``healthy_organs``)."""
+    per_pair = _healthy_per_pair(seg.reshape(seg.shape[0], -1), cfg)
+    return torch.stack(per_pair).any(0) if per_pair else torch.zeros(seg.shape[0], dtype=torch.bool)
+
+
+def _healthy_per_pair(flat: np.ndarray | torch.Tensor, cfg: FreeTumorConfig) -> list:
+    """Per organ-tumor pair, (B,) bool over the rows of a (B, N) label map: organ large enough, none of its tumor."""
+    return [((flat == p.organ).sum(1) >= cfg.mask.min_organ_voxels) & ~(flat == p.tumor).any(1) for p in cfg.pairs]
 
 
 def tumor_label_lut(cfg: FreeTumorConfig, size: int | None = None) -> np.ndarray:

@@ -9,6 +9,7 @@ from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, Organ
 from nnunet_freetumor.labels import (
     apply_tumor_labels,
     config_for_dataset,
+    has_healthy_organ,
     healthy_organs,
     infer_pairs,
     tumor_label_lut,
@@ -106,6 +107,18 @@ def test_only_organs_without_their_tumor_are_candidates():
     seg[5:] = 0
     seg[5, 0, :3] = 3  # too few kidney voxels
     assert healthy_organs(torch.from_numpy(seg), cfg) == []
+
+
+def test_a_batch_has_candidates_exactly_where_its_crops_have_healthy_organs():
+    cfg = FreeTumorConfig(pairs=(OrganTumorPair(1, 2), OrganTumorPair(3, 4)))
+    rng = np.random.default_rng(0)
+    crops = torch.from_numpy(rng.choice([0, 1, 3], size=(6, 1, 8, 8, 8), p=[0.9, 0.05, 0.05]).astype(np.int16))
+    crops[1, 0, 0, 0, 0] = 2  # a liver tumor: the liver is no candidate there
+    crops[2] = 0  # no organ at all
+    crops[3, 0, :4] = 1  # a large liver
+    expected = [bool(healthy_organs(c[0], cfg)) for c in crops]
+    assert has_healthy_organ(crops, cfg).tolist() == expected
+    assert False in expected and True in expected
 
 
 def test_label_update_sets_tumor_labels_only_inside_accepted_masks_and_keeps_real_tumors():

@@ -21,7 +21,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_freetumor import env
 from nnunet_freetumor.config import CONFIG_FILENAME, FreeTumorConfigError
-from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, healthy_organs, tumor_label_lut
+from nnunet_freetumor.labels import apply_tumor_labels, config_for_dataset, has_healthy_organ, tumor_label_lut
 from nnunet_freetumor.segmenter import FrozenSegmenter, load_segmenter
 from nnunet_freetumor.synthesis.boxes import CropRule, tumor_box
 from nnunet_freetumor.synthesis.intensity import ct_normalizations
@@ -167,7 +167,7 @@ class SyntheticTumorTrainerBase(nnUNetTrainer):
     def count_candidates(self, labels: torch.Tensor, mask: torch.Tensor) -> int:
         """Samples whose crop had a healthy organ before synthesis (labels with the synthetic tumors undone)."""
         original = torch.where(mask > 0, mask.to(labels.dtype), labels)
-        return sum(bool(healthy_organs(original[b, 0], self.freetumor_config)) for b in range(original.shape[0]))
+        return int(has_healthy_organ(original, self.freetumor_config).sum())
 
     # --- bookkeeping ------------------------------------------------------------------------------------------------
     def count(self, **counts: float) -> None:
