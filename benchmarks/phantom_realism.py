@@ -80,12 +80,12 @@ def export(c: Comparison, seed: int, method: str, n_per_case: int) -> Path:
 def analyse(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     """Measures and Fréchet distances of one seed, with that seed's S."""
     from nnunet_freetumor.segmenter import load_segmenter
-    from nnunet_freetumor.utilities.dataset import source_dataset
+    from nnunet_freetumor.utilities.dataset import planned_dataset
 
     env = c.env(seed, "both")
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[k] = env[k]
-    src = source_dataset(str(c.dataset_id), c.raw, c.pre)
+    src = planned_dataset(str(c.dataset_id), c.raw, c.pre)
     segmenter = load_segmenter(src.cfg, **src.model_key(), fold="0", results=env["nnUNet_results"])
     return {
         "measures": measure_all(exports, src, segmenter, organ=ORGAN, lesion=TUMOR),

@@ -979,9 +979,9 @@ def main() -> None:
     with timer.stage("analysis"):
         from nnunet_freetumor.export.log import read_synthesis_log
         from nnunet_freetumor.segmenter import load_segmenter
-        from nnunet_freetumor.utilities.dataset import source_dataset
+        from nnunet_freetumor.utilities.dataset import planned_dataset
 
-        src = source_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
+        src = planned_dataset(str(DATASET_ID), rc.raw, rc.pre, PLANS, CONFIGURATION)
         assert src.cfg == cfg, "the config on disk is not the one this script wrote"
         segmenter = load_segmenter(src.cfg, **src.model_key(), fold=FOLD, results=rc.results)
         exports = {e.key: rc.export_folder(e) for e in EXPORTS}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nnunet_freetumor import env
 from nnunet_freetumor.entrypoints._common import run_cli
+from nnunet_freetumor.utilities.text import percent
 
 EPILOG = """\
 Typical use (after freetumor_synthesize -d DATASET -o OUT):
@@ -83,10 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
-
-
 def main() -> int:
     args = build_parser().parse_args()
 
@@ -105,18 +102,18 @@ def main() -> int:
             atomic_write_text(out, json.dumps(result, indent=2) + "\n")
             print(
                 f"n = {result['n']} ({result['n_synthetic']} synthetic, {result['n_real']} real)\n"
-                f"sensitivity (synthetic called synthetic) {_fmt(result['sensitivity'])}\n"
-                f"specificity (real called real)           {_fmt(result['specificity'])}\n"
-                f"accuracy                                 {_fmt(result['accuracy'])}\n"
+                f"sensitivity (synthetic called synthetic) {percent(result['sensitivity'])}\n"
+                f"specificity (real called real)           {percent(result['specificity'])}\n"
+                f"accuracy                                 {percent(result['accuracy'])}\n"
                 f"wrote {out}"
             )
             return 0
 
         paths = env.nnunet_folders(env.RAW, env.PREPROCESSED)
         from nnunet_freetumor.realism.lesions import resolve_export
-        from nnunet_freetumor.utilities.dataset import source_dataset
+        from nnunet_freetumor.utilities.dataset import planned_dataset
 
-        src = source_dataset(args.dataset, paths[env.RAW], paths[env.PREPROCESSED], args.plans, args.configuration)
+        src = planned_dataset(args.dataset, paths[env.RAW], paths[env.PREPROCESSED], args.plans, args.configuration)
         export = resolve_export(args.synthetic, paths[env.RAW])
         if args.command == "make":
             from nnunet_freetumor.realism.turing import make_kit_for

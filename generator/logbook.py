@@ -34,7 +34,7 @@ class Logbook:
         """The newest log point: a log line, the saturation warning (once; ``seg_loss`` None: L_seg is not used),
         progress.json and progress.png."""
         entry = history[-1]
-        self.log(f"step {entry['step']}: " + ", ".join(_fmt(k, v) for k, v in entry.items() if k != "step"))
+        self.log(f"step {entry['step']}: " + ", ".join(_log_value(k, v) for k, v in entry.items() if k != "step"))
         if seg_loss is not None and not self.warned:
             warning = no_seg_signal([h for h in history if "s_p" in h], seg_loss)
             if warning:
@@ -71,7 +71,7 @@ def no_seg_signal(
     )
 
 
-def _fmt(key: str, value: float) -> str:
+def _log_value(key: str, value: float) -> str:
     if isinstance(value, int):
         return f"{key} {value}"
     return f"{key} {value:.3g}" if key in ("lr", "time_s", "monitor_s") or "fd" in key else f"{key} {value:.4f}"

@@ -13,19 +13,10 @@ from typing import Any
 import numpy as np
 
 from nnunet_freetumor.evaluation.lesions import safe_div
+from nnunet_freetumor.utilities.text import fmt
 
 SUMMARY_JSON = "summary_freetumor.json"
 SUMMARY_MD = "summary_freetumor.md"
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:.{digits}f}"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -69,13 +60,13 @@ def _md_lesion_rows(summary: dict[str, Any]) -> list[tuple]:
             v["name"],
             v["n_gt_lesions"],
             v["n_detected"],
-            _fmt(v["sensitivity"]),
+            fmt(v["sensitivity"]),
             v["n_pred_lesions"],
             v["n_tp_pred"],
             v["n_fp_pred"],
-            _fmt(v["precision"]),
-            _fmt(v["f1"]),
-            _fmt(v["fp_lesions_per_case"], 2),
+            fmt(v["precision"]),
+            fmt(v["f1"]),
+            fmt(v["fp_lesions_per_case"], 2),
         )
         for v in summary["lesion"].values()
     ]
@@ -91,8 +82,8 @@ def _md_patient_row(pl: dict[str, Any]) -> tuple:
         pl["fn"],
         pl["fp"],
         pl["tn"],
-        _fmt(pl["sensitivity"]),
-        _fmt(pl["specificity"]),
+        fmt(pl["sensitivity"]),
+        fmt(pl["specificity"]),
     )
 
 
@@ -106,8 +97,8 @@ def _md_per_case(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header += [f"{summary['lesion'][k]['name']}: detected/GT, FP" for k in tumor_keys]
     rows = []
     for c in summary["per_case"]:
-        row = [c["case_id"]] + [_fmt(c["metrics"][k]["Dice"], 4) for k in dice_keys]
-        row += [_fmt(c["gt_tumor"]), _fmt(c["pred_tumor"])]
+        row = [c["case_id"]] + [fmt(c["metrics"][k]["Dice"], 4) for k in dice_keys]
+        row += [fmt(c["gt_tumor"]), fmt(c["pred_tumor"])]
         for k in tumor_keys:
             r = c["lesions"][k]
             row.append(f"{r['n_detected']}/{r['n_gt_lesions']}, {r['n_fp_pred']}")
@@ -122,9 +113,9 @@ def format_markdown(summary: dict[str, Any]) -> str:
     lines += _section(
         "Dice (nnU-Net, mean over cases)",
         ["class", "label", "Dice", "IoU"],
-        [(v["name"], k, _fmt(v.get("Dice"), 4), _fmt(v.get("IoU"), 4)) for k, v in mean.items()],
+        [(v["name"], k, fmt(v.get("Dice"), 4), fmt(v.get("IoU"), 4)) for k, v in mean.items()],
     )
-    lines += ["", f"Foreground mean Dice: {_fmt(summary['dice']['foreground_mean'].get('Dice'), 4)}"]
+    lines += ["", f"Foreground mean Dice: {fmt(summary['dice']['foreground_mean'].get('Dice'), 4)}"]
     lines += _section(
         "Lesion-wise detection (pooled over cases)",
         ["class", "GT lesions", "detected", "sensitivity", "pred. lesions", "TP", "FP", "precision", "F1", "FP/case"],
@@ -134,7 +125,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         "Sensitivity by GT lesion size (longest diameter)",
         ["class", "size", "GT lesions", "detected", "sensitivity"],
         [
-            (v["name"], st["name"], st["n_gt_lesions"], st["n_detected"], _fmt(st["sensitivity"]))
+            (v["name"], st["name"], st["n_gt_lesions"], st["n_detected"], fmt(st["sensitivity"]))
             for v in summary["lesion"].values()
             for st in v["strata"]
         ],
@@ -157,22 +148,22 @@ def format_text(summary: dict[str, Any]) -> str:
             f"--allow_missing: skipped {len(c['gt_without_prediction'])} GT case(s) without prediction and "
             f"{len(c['prediction_without_gt'])} prediction(s) without GT."
         )
-    dice = ", ".join(f"{v['name']} {_fmt(v.get('Dice'), 4)}" for v in summary["dice"]["mean"].values())
+    dice = ", ".join(f"{v['name']} {fmt(v.get('Dice'), 4)}" for v in summary["dice"]["mean"].values())
     out.append(f"Dice (nnU-Net, mean over cases): {dice}")
     for v in summary["lesion"].values():
         out.append(
-            f"{v['name']}: lesion sensitivity {_fmt(v['sensitivity'])} ({v['n_detected']}/{v['n_gt_lesions']}), "
-            f"precision {_fmt(v['precision'])} ({v['n_tp_pred']}/{v['n_pred_lesions']}), F1 {_fmt(v['f1'])}, "
-            f"FP lesions/case {_fmt(v['fp_lesions_per_case'], 2)}"
+            f"{v['name']}: lesion sensitivity {fmt(v['sensitivity'])} ({v['n_detected']}/{v['n_gt_lesions']}), "
+            f"precision {fmt(v['precision'])} ({v['n_tp_pred']}/{v['n_pred_lesions']}), F1 {fmt(v['f1'])}, "
+            f"FP lesions/case {fmt(v['fp_lesions_per_case'], 2)}"
         )
         strata = "; ".join(
-            f"{st['name']} {_fmt(st['sensitivity'])} ({st['n_detected']}/{st['n_gt_lesions']})" for st in v["strata"]
+            f"{st['name']} {fmt(st['sensitivity'])} ({st['n_detected']}/{st['n_gt_lesions']})" for st in v["strata"]
         )
         out.append(f"  sensitivity by size: {strata}")
     p = summary["patient"]
     out.append(
-        f"Patient level: sensitivity {_fmt(p['sensitivity'])} ({p['tp']}/{p['n_gt_positive']}), specificity "
-        f"{_fmt(p['specificity'])} ({p['tn']}/{p['n_gt_negative']})"
+        f"Patient level: sensitivity {fmt(p['sensitivity'])} ({p['tp']}/{p['n_gt_positive']}), specificity "
+        f"{fmt(p['specificity'])} ({p['tn']}/{p['n_gt_negative']})"
     )
     return "\n".join(out)
 
@@ -224,7 +215,7 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
             [
                 name,
                 *(
-                    _fmt(h[k])
+                    fmt(h[k])
                     for k in (
                         "dice_tumor",
                         "lesion_sensitivity",

@@ -17,7 +17,7 @@ from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcr
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.resample import resample, size_at_spacing
 from nnunet_freetumor.synthesis.residual import generator_synthesis
-from nnunet_freetumor.utilities.dataset import SourceDataset
+from nnunet_freetumor.utilities.dataset import PlannedDataset
 
 # HU in, HU out: a CT normalization that is the identity and never clips (handcrafted synthesis works in HU)
 HU_IDENTITY = CTNormalization(mean=0.0, std=1.0, lower=-np.inf, upper=np.inf)
@@ -37,7 +37,7 @@ class BoxGenerator:
 
 
 def load_box_generator(
-    src: SourceDataset,
+    src: PlannedDataset,
     cfg: FreeTumorConfig,
     fold: str,
     override: str | None,

@@ -49,7 +49,7 @@ from nnunet_freetumor.export.log import SYNTHESIS_LOG, write_metadata
 from nnunet_freetumor.export.request import ExportRequest
 from nnunet_freetumor.segmenter import load_segmenter
 from nnunet_freetumor.synthesis.boxes import CropRule
-from nnunet_freetumor.utilities.dataset import raw_training_cases, source_dataset
+from nnunet_freetumor.utilities.dataset import planned_dataset, raw_training_cases
 from nnunet_freetumor.utilities.files import new_dataset_folder, staged_folder
 from nnunet_freetumor.utilities.image_io import check_same_grid
 
@@ -77,7 +77,7 @@ class OfflineExport:
         req.check()
         self.req = req
         self.device = torch.device(req.device)
-        self.src = src = source_dataset(req.dataset, raw_root, preprocessed_root, req.plans, req.configuration)
+        self.src = src = planned_dataset(req.dataset, raw_root, preprocessed_root, req.plans, req.configuration)
         self.name, self.dataset_json = src.name, src.dataset_json
         cfg, self.cfg_source = src.cfg, src.cfg_source
         if req.gate_threshold is not None:

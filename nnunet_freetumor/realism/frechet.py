@@ -35,7 +35,7 @@ from nnunet_freetumor.realism.lesions import (
     synthetic_lesions,
 )
 from nnunet_freetumor.segmenter import FrozenSegmenter
-from nnunet_freetumor.utilities.dataset import SourceDataset, raw_training_cases
+from nnunet_freetumor.utilities.dataset import PlannedDataset, raw_training_cases
 
 
 def covariance(feats: np.ndarray, shrinkage: float = 0.0) -> np.ndarray:
@@ -134,7 +134,7 @@ def realism_report(
 
 
 def realism_report_for(
-    src: SourceDataset,
+    src: PlannedDataset,
     export_folder: str | os.PathLike,
     segmenter: FrozenSegmenter,
     max_n: int | None = None,

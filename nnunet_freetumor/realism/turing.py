@@ -24,7 +24,7 @@ from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.evaluation.lesions import safe_div
 from nnunet_freetumor.plots import save_gray_png
 from nnunet_freetumor.realism.lesions import Lesion, real_lesions, synthetic_lesions
-from nnunet_freetumor.utilities.dataset import SourceDataset, raw_training_cases
+from nnunet_freetumor.utilities.dataset import PlannedDataset, raw_training_cases
 from nnunet_freetumor.utilities.files import staged_folder
 from nnunet_freetumor.utilities.image_io import read_image
 
@@ -115,7 +115,7 @@ def make_kit(
 
 
 def make_kit_for(
-    src: SourceDataset, export_folder: str | os.PathLike, folder: str | os.PathLike, **kwargs: Any
+    src: PlannedDataset, export_folder: str | os.PathLike, folder: str | os.PathLike, **kwargs: Any
 ) -> dict[str, Any]:
     """``make_kit`` with the real tumors of ``src``'s raw training cases, the synthetic ones of an export
     (``freetumor_synthesize``) and the config's HU window; ``kwargs`` go to ``make_kit``."""

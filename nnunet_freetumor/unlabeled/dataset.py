@@ -16,8 +16,8 @@ from nnunet_freetumor.utilities.files import new_dataset_folder
 
 
 @dataclass(frozen=True)
-class SourceDataset:
-    """A raw nnU-Net dataset as ``load_source_dataset`` read it."""
+class RawDataset:
+    """A raw nnU-Net dataset as ``load_raw_dataset`` read it."""
 
     name: str  # DatasetXXX_Name
     raw: Path  # $nnUNet_raw/<name>
@@ -48,9 +48,7 @@ def int_labels(dataset_json: Mapping[str, Any], what: str) -> dict[str, int]:
     return labels
 
 
-def load_source_dataset(
-    dataset: str, raw_root: str | os.PathLike, preprocessed_root: str | os.PathLike
-) -> SourceDataset:
+def load_raw_dataset(dataset: str, raw_root: str | os.PathLike, preprocessed_root: str | os.PathLike) -> RawDataset:
     """The raw dataset ``dataset`` (name or id): name, dataset.json, labels, channels, FreeTumor config and existing
     training cases. Only datasets SimpleITK reads are supported."""
     from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
@@ -79,7 +77,7 @@ def load_source_dataset(
         existing = sorted(str(i) for i in get_identifiers_from_splitted_dataset_folder(str(raw / "imagesTr"), fe))
     else:
         existing = []
-    return SourceDataset(
+    return RawDataset(
         name=name,
         raw=raw,
         preprocessed=preprocessed,
@@ -96,7 +94,7 @@ def load_source_dataset(
     )
 
 
-def check_clashes(dataset: SourceDataset, new_ids: Mapping[str, str]) -> None:
+def check_clashes(dataset: RawDataset, new_ids: Mapping[str, str]) -> None:
     """An existing case is never overwritten: a new id the dataset already has (or has files of) is refused."""
     existing = set(dataset.existing)
     fe = dataset.file_ending
@@ -109,7 +107,7 @@ def check_clashes(dataset: SourceDataset, new_ids: Mapping[str, str]) -> None:
             )
 
 
-def output_folder(req: UnlabeledRequest, dataset: SourceDataset, results_root: str | os.PathLike | None = None) -> Path:
+def output_folder(req: UnlabeledRequest, dataset: RawDataset, results_root: str | os.PathLike | None = None) -> Path:
     """The raw folder of the merged dataset: the source dataset (in place), or a new dataset with the free id
     ``req.output_id`` (free in nnUNet_raw, nnUNet_preprocessed and nnUNet_results)."""
     if req.output_id is None:
@@ -127,7 +125,7 @@ def output_folder(req: UnlabeledRequest, dataset: SourceDataset, results_root: s
 
 
 def updated_dataset_json(
-    dataset: SourceDataset,
+    dataset: RawDataset,
     req: UnlabeledRequest,
     new_ids: Sequence[str],
     model_folder: Path | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.unlabeled.dataset import SourceDataset
+from nnunet_freetumor.unlabeled.dataset import RawDataset
 
 
 def parse_label_map(items: Sequence[str]) -> dict[int, int]:
@@ -51,7 +51,7 @@ def remap_labels(labels: np.ndarray, label_map: Mapping[int, int]) -> tuple[np.n
     return lut[lab].astype(dtype), unmapped
 
 
-def dataset_label_map(label_map: Mapping[int, int] | None, dataset: SourceDataset) -> dict[int, int]:
+def dataset_label_map(label_map: Mapping[int, int] | None, dataset: RawDataset) -> dict[int, int]:
     """The map of supplied masks: ``label_map`` (its targets must be labels of the dataset; targets 0 dropped), or
     the identity on the dataset's non-zero ids without one."""
     if label_map is None:  # the masks already use the dataset's ids
@@ -66,7 +66,7 @@ def dataset_label_map(label_map: Mapping[int, int] | None, dataset: SourceDatase
 
 
 def model_label_map(
-    label_map: Mapping[int, int] | None, model_labels: dict[str, int], model_folder: Path, dataset: SourceDataset
+    label_map: Mapping[int, int] | None, model_labels: dict[str, int], model_folder: Path, dataset: RawDataset
 ) -> dict[int, int]:
     """The map of an organ model's predictions: without ``label_map`` the model must have the dataset's labels (the
     error suggests a map from the label names); with one, its sources must be labels of the model."""

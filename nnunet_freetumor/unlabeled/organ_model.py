@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.unlabeled.dataset import SourceDataset, int_labels
+from nnunet_freetumor.unlabeled.dataset import RawDataset, int_labels
 from nnunet_freetumor.unlabeled.discovery import UnlabeledCase
 from nnunet_freetumor.unlabeled.request import UnlabeledRequest
 
@@ -31,9 +31,7 @@ class OrganModel:
     n_channels: int  # 1 (it gets the dataset's CT channel) or the dataset's number of channels
 
 
-def find_organ_model(
-    req: UnlabeledRequest, dataset: SourceDataset, results_root: str | os.PathLike | None
-) -> OrganModel:
+def find_organ_model(req: UnlabeledRequest, dataset: RawDataset, results_root: str | os.PathLike | None) -> OrganModel:
     """The organ model of ``req`` (``--organ-model`` or the dataset's baseline): its files, the checkpoint of every
     fold (read safely), integer labels and a channel count the dataset can feed."""
     from nnunet_freetumor.segmenter import load_nnunet_checkpoint

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError
-from nnunet_freetumor.unlabeled.dataset import SourceDataset
+from nnunet_freetumor.unlabeled.dataset import RawDataset
 from nnunet_freetumor.unlabeled.discovery import UnlabeledCase
 from nnunet_freetumor.unlabeled.label_map import remap_labels
 from nnunet_freetumor.unlabeled.request import QualityFilters
@@ -188,7 +188,7 @@ def assess_case(
 def assess_file(
     case: UnlabeledCase,
     new_id: str,
-    dataset: SourceDataset,
+    dataset: RawDataset,
     label_map: Mapping[int, int],
     filters: QualityFilters,
     tumors: str,

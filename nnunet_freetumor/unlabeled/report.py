@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnunet_freetumor.unlabeled.dataset import SourceDataset
+from nnunet_freetumor.unlabeled.dataset import RawDataset
 from nnunet_freetumor.unlabeled.qc import ADDED, ADDED_WITH_TUMOR, REJECTED, SKIPPED_TUMOR, CaseAssessment
 from nnunet_freetumor.unlabeled.request import UnlabeledRequest
+from nnunet_freetumor.utilities.text import fmt
 
 REPORT_JSON = "unlabeled_report.json"
 REPORT_MD = "unlabeled_report.md"
@@ -52,7 +53,7 @@ class UnlabeledResult:
 
 def build_report(
     req: UnlabeledRequest,
-    dataset: SourceDataset,
+    dataset: RawDataset,
     model_folder: Path | None,
     label_map: Mapping[int, int],
     result: UnlabeledResult,
@@ -136,14 +137,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def fmt(d: Mapping[str, Any], spec: str) -> str:
-        return ", ".join(f"{k} {'-' if v is None else format(v, spec)}" for k, v in d.items())
+    def fmt_all(d: Mapping[str, Any], digits: int) -> str:
+        return ", ".join(f"{k} {fmt(v, digits, missing='-')}" for k, v in d.items())
 
     for a in report["cases"]:
         median = "-" if a["organ_median_hu"] is None else f"{a['organ_median_hu']:.0f}"
         lines.append(
-            f"| {a['case']} | {a['new_id']} | {fmt(a['organ_ml'], '.1f')} | {fmt(a['largest_component'], '.2f')} | "
-            f"{a['p1_hu']:.0f} | {median} | {fmt(a['tumor_voxels'], 'd')} | {a['decision']} | "
+            f"| {a['case']} | {a['new_id']} | {fmt_all(a['organ_ml'], 1)} | {fmt_all(a['largest_component'], 2)} | "
+            f"{a['p1_hu']:.0f} | {median} | {fmt_all(a['tumor_voxels'], 0)} | {a['decision']} | "
             f"{'; '.join(a['reasons']) or 'ok'} |"
         )
     return "\n".join(lines) + "\n"

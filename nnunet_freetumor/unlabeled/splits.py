@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.unlabeled.dataset import SourceDataset
+from nnunet_freetumor.unlabeled.dataset import RawDataset
 
 SPLITS = "splits_final.json"
 NNUNET_SPLIT_SEED = 12345  # nnUNetTrainer.do_split
@@ -53,7 +53,7 @@ def nnunet_default_split(identifiers: Sequence[str]) -> list[dict[str, list[str]
     ]
 
 
-def read_splits(dataset: SourceDataset, make_split: bool) -> dict[str, Any]:
+def read_splits(dataset: RawDataset, make_split: bool) -> dict[str, Any]:
     """The dataset's splits by where they are ("preprocessed", "raw"), each checked; with ``make_split`` and none
     found: nnU-Net's default split of the existing cases as the "preprocessed" one."""
     pre = dataset.preprocessed / SPLITS
@@ -76,7 +76,7 @@ def split_texts(splits: Mapping[str, Any], new_ids: Sequence[str]) -> dict[str, 
     return {k: json.dumps(add_to_splits(s, new_ids), indent=4) + "\n" for k, s in splits.items()}
 
 
-def split_note(dataset: SourceDataset, make_split: bool, texts: Mapping[str, str]) -> str:
+def split_note(dataset: RawDataset, make_split: bool, texts: Mapping[str, str]) -> str:
     """What becomes of the split, for the report and the command's output."""
     if texts:
         made = make_split and not any(p.is_file() for p in (dataset.preprocessed / SPLITS, dataset.raw / SPLITS))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_freetumor.config import FreeTumorConfigError
-from nnunet_freetumor.unlabeled.dataset import SourceDataset
+from nnunet_freetumor.unlabeled.dataset import RawDataset
 from nnunet_freetumor.unlabeled.report import report_paths
 from nnunet_freetumor.unlabeled.splits import SPLITS
 from nnunet_freetumor.utilities.files import atomic_write_text, staged_folder
@@ -116,7 +116,7 @@ class Transaction:
             self._undo.append(d.rmdir)
 
 
-def commit_in_place(update: DatasetUpdate, dataset: SourceDataset) -> tuple[list[Path], list[Path]]:
+def commit_in_place(update: DatasetUpdate, dataset: RawDataset) -> tuple[list[Path], list[Path]]:
     """Move the staged cases into the dataset, then write the splits and reports, dataset.json last, in one
     ``Transaction``. Returns (split files, report files)."""
     raw = dataset.raw
@@ -134,7 +134,7 @@ def commit_in_place(update: DatasetUpdate, dataset: SourceDataset) -> tuple[list
     return split_files, report_files
 
 
-def commit_new_dataset(update: DatasetUpdate, dataset: SourceDataset, target: Path) -> tuple[list[Path], list[Path]]:
+def commit_new_dataset(update: DatasetUpdate, dataset: RawDataset, target: Path) -> tuple[list[Path], list[Path]]:
     """Build the new dataset ``target`` in a staging folder (a copy of the raw dataset, the new cases, split, reports
     and dataset.json), give its preprocessed folder the split (and the FreeTumor config) the same way, and rename
     both into place, in one ``Transaction``. Returns (split files, report files)."""
@@ -164,7 +164,7 @@ def commit_new_dataset(update: DatasetUpdate, dataset: SourceDataset, target: Pa
     return split_files, report_files
 
 
-def _preprocessed_files(update: DatasetUpdate, dataset: SourceDataset) -> dict[str, str]:
+def _preprocessed_files(update: DatasetUpdate, dataset: RawDataset) -> dict[str, str]:
     """The new dataset's preprocessed folder: the split, and the source's FreeTumor config where it came from there."""
     from nnunet_freetumor.config import CONFIG_FILENAME
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from nnunet_freetumor.config import FreeTumorConfigError
 from nnunet_freetumor.unlabeled.dataset import (
-    SourceDataset,
+    RawDataset,
     check_clashes,
-    load_source_dataset,
+    load_raw_dataset,
     output_folder,
     updated_dataset_json,
 )
@@ -49,7 +49,7 @@ class UnlabeledPlan:
     """A checked request (``plan_unlabeled``): what will be read, predicted and written. Nothing is written yet."""
 
     req: UnlabeledRequest
-    dataset: SourceDataset
+    dataset: RawDataset
     cases: list[UnlabeledCase]  # with their masks where supplied
     new_ids: dict[str, str]  # case -> new case id ({prefix}_{case})
     target: Path  # the raw folder of the merged dataset (the dataset itself in place)
@@ -72,7 +72,7 @@ def plan_unlabeled(
     """Check everything (arguments, dataset, inputs, names, masks' geometry, the organ model, splits) and load the
     organ model's predictor; raise ``FreeTumorConfigError`` on the first problem."""
     req.validate()
-    dataset = load_source_dataset(req.dataset, raw_root, preprocessed_root)
+    dataset = load_raw_dataset(req.dataset, raw_root, preprocessed_root)
     cases = find_unlabeled_cases(req.input_folder, dataset.file_ending, dataset.n_channels)
     new_ids = {c.identifier: f"{req.prefix}_{c.identifier}" for c in cases}
     check_clashes(dataset, new_ids)

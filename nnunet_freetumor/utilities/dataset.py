@@ -52,7 +52,7 @@ def raw_training_cases(raw_folder: str | os.PathLike, dataset_json: dict[str, An
 
 
 @dataclass(frozen=True)
-class SourceDataset:
+class PlannedDataset:
     """A planned dataset: its raw folder and dataset.json, the plan's geometry (plan axis order) and the FreeTumor
     config (``labels.config_for_dataset``)."""
 
@@ -111,13 +111,13 @@ def planned_configuration(
     return plans_dict, cm
 
 
-def source_dataset(
+def planned_dataset(
     dataset: str,
     raw_root: str | os.PathLike,
     preprocessed_root: str | os.PathLike,
     plans: str = "nnUNetPlans",
     configuration: str = "3d_fullres",
-) -> SourceDataset:
+) -> PlannedDataset:
     """Resolve a dataset name or id and read what the offline tools need; one clear error for each missing piece."""
     name = dataset_name(dataset)
     raw = Path(raw_root, name)
@@ -127,7 +127,7 @@ def source_dataset(
     pre = Path(preprocessed_root, name)
     plans_dict, cm = planned_configuration(pre, plans, configuration, dataset)
     cfg, cfg_source = config_for_dataset(dataset_json, pre)
-    return SourceDataset(
+    return PlannedDataset(
         name=name,
         raw=raw,
         dataset_json=dataset_json,

@@ -87,12 +87,12 @@ def check_same_grid(case: str, image: str | os.PathLike, other: str | os.PathLik
     for key, atol in GEOMETRY_ATOL.items():
         if len(gi[key]) != len(go[key]) or not np.allclose(gi[key], go[key], rtol=0, atol=atol):
             raise FreeTumorConfigError(
-                f"case {case}: the {what} {other} has {key} {_fmt(go[key])} but the image {image} has "
-                f"{_fmt(gi[key])} (tolerance {atol}): {fix}"
+                f"case {case}: the {what} {other} has {key} {_vector(go[key])} but the image {image} has "
+                f"{_vector(gi[key])} (tolerance {atol}): {fix}"
             )
 
 
-def _fmt(values) -> str:
+def _vector(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
