@@ -145,3 +145,14 @@ def test_no_class_or_function_of_the_package_is_too_long():
     long = {name: oversized(ast.parse(f.read_text())) for name, f in MODULES.items()}
     long = {name: found for name, found in long.items() if found}
     assert not long, f"split these (classes <= {MAX_CLASS_LINES}, functions <= {MAX_FUNCTION_LINES} lines): {long}"
+
+
+def test_the_tests_mirror_the_subpackages():
+    """Each subpackage's tests live in a folder of the same name (tests/synthesis/ tests synthesis/, ...)."""
+    names = {m.split(".")[1] for m, f in MODULES.items() if f.name == "__init__.py" and m.count(".") == 1}
+    names -= {
+        "trainers",
+        "entrypoints",
+    }  # the -tr modules and the console scripts run end to end (tests/training/, ...)
+    missing = sorted(n for n in names if not list((REPO / "tests" / n).glob("test_*.py")))
+    assert not missing, f"no tests/<name>/test_*.py for the subpackages {missing}"

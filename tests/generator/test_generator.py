@@ -186,7 +186,7 @@ def nnunet_paths(demo: Demo, monkeypatch):
     """In-process runs: nnU-Net's path variables and the plugin's trainer folder (as the .pth would set them)."""
     for k, v in demo.dirs.items():
         monkeypatch.setenv(k, str(v))
-    monkeypatch.setenv("nnUNet_extTrainer", str(Path(__file__).parents[1] / "nnunet_freetumor" / "trainers"))
+    monkeypatch.setenv("nnUNet_extTrainer", str(Path(__file__).parents[2] / "nnunet_freetumor" / "trainers"))
 
 
 def make_trainer(demo: Demo, baseline: Path, results: Path, **kw):
