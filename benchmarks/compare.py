@@ -1,8 +1,8 @@
 """Baseline vs handcrafted vs FreeTumor, the gate ablation and the generator loss ablation, over several seeds.
 
-    python -m benchmarks.compare [--preset quick|cpu-small|gpu] [--rows all|core] [--seeds N] [--epochs E]
-                                 [--iters I] [--gen_epochs G] [--workdir DIR] [--device cpu|cuda]
-                                 [--results benchmarks/RESULTS.md]
+    python -m benchmarks.compare [--preset quick|cpu-small|gpu] [--lesions hypodense|hyperdense|heterogeneous]
+                                 [--rows all|core] [--seeds N] [--epochs E] [--iters I] [--gen_steps G]
+                                 [--workdir DIR] [--device cpu|cuda] [--results benchmarks/RESULTS.md]
 
 A deliberately hard setting on the phantom: few labeled lesion cases, many healthy cases, a test split rich in small
 lesions. Every run uses the real command-line tools (nnUNetv2_train / freetumor_train_generator / nnUNetv2_predict)
@@ -16,7 +16,13 @@ Rows (per seed):
   FreeTumor (T=0.7)       nnUNetTrainerFreeTumor                  no gate / T=0.5 / T=0.9: the gate ablation
   G: L_seg only / L_cls only / both (no gate): the generator loss ablation (the paper reports it without gate)
 
-Writes the tables, a plot and the paired comparisons to RESULTS.md (section "Comparison", replaced on every run).
+--lesions: the phantom's lesion appearance (freetumor_make_demo_dataset --lesions; hypodense by default, the
+handcrafted recipe's own kind); each appearance has its own dataset, work folder and RESULTS.md section.
+
+Writes the tables, a plot and the paired comparisons to RESULTS.md (section "Comparison (<preset>[, <lesions>])",
+replaced on every run), with a realism line per row: the generator's realism monitor at its last step (contrast to
+the organ ring and S's acceptance, on its fixed held-out masks) and the handcrafted recipe on the same masks, the real
+lesions beside them, so that each Dice row can be read against the tumors it trained on.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ DATASET_ID = 903
 NAME = "FreeTumorCompare"
 DATASET = f"Dataset{DATASET_ID}_{NAME}"
 
+# the phantom's lesions: longest diameters 5-10 / 10-20 / 20-40 / 40-60 mm -> mask radii in mm (the config's defaults
+# are sized for real abdominal CT)
+PHANTOM_SIZE_CLASSES = ("tiny:2.5-5", "small:5-10", "medium:10-20", "large:20-30")
+APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")  # freetumor_make_demo_dataset --lesions
+
 PRESETS = {
     # smoke test: minutes on CPU, numbers meaningless
     "quick": dict(
@@ -47,13 +58,16 @@ PRESETS = {
         seeds=2,
         epochs=1,
         iters=4,
-        gen_epochs=1,
+        gen_steps=2,
         gen_features=(4, 8, 16),
         disc_features=(4, 8),
-        gen_steps=2,
+        monitor_every=1,
+        monitor_n=4,
+        size_classes=PHANTOM_SIZE_CLASSES,
     ),
     # 2 CPU cores (measured): ~1.5 h per seed for the core rows, ~3.5 h per seed for all rows. 80 epochs: at 15 the
-    # baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor
+    # baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor. The
+    # generator: freetumor_train_generator's defaults for 450 steps (generator_convergence.py: about 30 min on 2 cores)
     "cpu-small": dict(
         shape=(24, 48, 48),
         n_train=24,
@@ -62,10 +76,12 @@ PRESETS = {
         seeds=3,
         epochs=80,
         iters=20,
-        gen_epochs=8,
-        gen_features=(8, 16, 32, 64),
-        disc_features=(8, 16, 32),
-        gen_steps=None,
+        gen_steps=450,
+        gen_features=None,
+        disc_features=None,
+        monitor_every=50,
+        monitor_n=32,
+        size_classes=PHANTOM_SIZE_CLASSES,
     ),
     # one GPU
     "gpu": dict(
@@ -76,12 +92,20 @@ PRESETS = {
         seeds=3,
         epochs=100,
         iters=100,
-        gen_epochs=50,
-        gen_features=(32, 64, 128, 256, 320),
-        disc_features=(16, 32, 64, 128),
-        gen_steps=None,
+        gen_steps=2000,
+        gen_features=None,
+        disc_features=None,
+        monitor_every=100,
+        monitor_n=32,
+        size_classes=PHANTOM_SIZE_CLASSES,
     ),
 }
+
+
+def dataset_of(appearance: str) -> tuple[int, str]:
+    """The comparison dataset's id and name for a lesion appearance (hypodense keeps the original 903)."""
+    i = APPEARANCES.index(appearance)
+    return DATASET_ID + 10 * i, NAME + ("" if i == 0 else appearance.title())
 
 
 @dataclass(frozen=True)
@@ -293,30 +317,21 @@ class Comparison:
         return fold.parent
 
     def generator(self, seed: int, losses: str) -> None:
-        if (self.generator_folder(seed, losses) / "generator_final.safetensors").is_file():
+        """The seed's generator with ``losses``: freetumor_train_generator's defaults for the preset's steps (network
+        sizes and the monitor's cadence only where the preset sets them); S = the seed's baseline (the config's
+        gate)."""
+        folder = self.generator_folder(seed, losses)
+        if (folder / "generator_final.safetensors").is_file():
             return
         p = self.p
-        cmd = [
-            "freetumor_train_generator",
-            self.dataset_id,
-            "-f",
-            0,
-            *(["--steps", p["gen_steps"]] if p["gen_steps"] else ["--epochs", p["gen_epochs"]]),
-            "--batch_size",
-            2,
-            "--gen_features",
-            *p["gen_features"],
-            "--disc_features",
-            *p["disc_features"],
-            "--losses",
-            losses,
-            "--seed",
-            seed,
-            "--device",
-            self.device,
-            "--num_workers",
-            1,
-        ]
+        cmd = ["freetumor_train_generator", self.dataset_id, "-f", 0, "--steps", p["gen_steps"], "--losses", losses]
+        cmd += ["--seed", seed, "--device", self.device]
+        for key in ("gen_features", "disc_features"):
+            cmd += [f"--{key}", *p[key]] if p.get(key) else []
+        for key in ("monitor_every", "monitor_n"):
+            cmd += [f"--{key}", p[key]] if p.get(key) else []
+        if (folder / "checkpoint_latest.safetensors").is_file():
+            cmd.append("--c")  # an interrupted run continues where it stopped
         sh(cmd, self.env(seed, losses), self.log)
 
     def evaluate(self, seed: int, run: Run, model: Path) -> dict:
@@ -378,6 +393,11 @@ def per_case_tumor_dice(summary: dict) -> dict[str, float]:
     return out
 
 
+def describe_generator(p: dict) -> str:
+    sizes = "".join(f", {k} {list(p[k])}" for k in ("gen_features", "disc_features") if p.get(k))
+    return f"freetumor_train_generator defaults, {p['gen_steps']} steps{sizes}"
+
+
 def report(
     results: dict[str, list[dict]],
     summaries: dict[str, list[dict]],
@@ -387,6 +407,7 @@ def report(
     rows: str,
     device: str,
     out_png: Path,
+    realism: dict[str, list[dict | None]] | None = None,
 ) -> str:
     from scipy.stats import wilcoxon
 
@@ -396,10 +417,11 @@ def report(
         "",
         f"Generated by `python -m benchmarks.compare --preset {preset}{rows}` ({elapsed / 3600:.1f} h of commands) on "
         f"{platform.machine()}, {os.cpu_count()} CPU threads, device {device}. Phantom: {p['n_train']} training cases "
-        f"({round(p['n_train'] * p['healthy'])} healthy), {p['n_test']} test cases, {p['shape']} voxels; fold 0; "
-        f"{p['epochs']} epochs x {p['iters']} iterations per training; generator {p['gen_epochs']} epochs "
-        f"{list(p['gen_features'])}; {seeds} seed(s). Mean ± sd over seeds. Synthetic tumors used / synthesized: "
-        "over the whole training, from the trainer's freetumor_stats.json (used = accepted by the gate).",
+        f"({round(p['n_train'] * p['healthy'])} healthy), {p['n_test']} test cases, {p['shape']} voxels, "
+        f"{p.get('lesions', 'hypodense')} lesions; fold 0; {p['epochs']} epochs x {p['iters']} iterations per "
+        f"training; generator: {describe_generator(p)}; mask radii {', '.join(p.get('size_classes', ()))} mm; "
+        f"{seeds} seed(s). Mean ± sd over seeds. Synthetic tumors used / synthesized: over the whole training, from "
+        "the trainer's freetumor_stats.json (used = accepted by the gate).",
         "",
         "| | Dice (tumor) | lesion sensitivity | small-lesion (<20 mm) sensitivity | lesion precision | "
         "patient specificity | synthetic tumors used / synthesized |",
@@ -437,9 +459,35 @@ def report(
             f"| {row} | {mean_sd(deltas['dice_tumor'])} | {mean_sd(deltas['lesion_sensitivity'])} | "
             f"{mean_sd(deltas['small_lesion_sensitivity'])} | {better}/{seeds} | {pval} |"
         )
+    lines += realism_table(realism or {})
     lines += orderings_table(results)
     lines += ["", f"![comparison]({out_png.name})", ""]
     return "\n".join(lines)
+
+
+def realism_table(realism: dict[str, list[dict | None]]) -> list[str]:
+    """Per row, the tumors it trained on next to the real lesions (means over seeds; rows without synthesis: '-')."""
+    if not realism:
+        return []
+    lines = [
+        "",
+        "The tumors each row trained on: the generator's realism monitor at its last step (median contrast to the "
+        "organ within 5 mm, share S labels tumor at P >= 0.7, on the run's fixed held-out masks), the handcrafted "
+        "recipe on the same masks with the same S (the seed's baseline); the real lesions of the training split "
+        "beside them. Mean ± sd over seeds.",
+        "",
+        "| | contrast HU: synthetic / real | S accepts: synthetic / real |",
+        "|---|---|---|",
+    ]
+    for row, per_seed in realism.items():
+        got = [r for r in per_seed if r]
+        if not got:
+            lines.append(f"| {row} | - | - |")
+            continue
+        contrast = [mean_sd([r[f"{k}_contrast_hu"] for r in got], 1) for k in ("synthetic", "real")]
+        accept = [mean_sd([r[f"{k}_accept"] for r in got], 2) for k in ("synthetic", "real")]
+        lines.append(f"| {row} | {contrast[0]} / {contrast[1]} | {accept[0]} / {accept[1]} |")
+    return lines
 
 
 def descending(values: list) -> bool:
@@ -504,30 +552,47 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def row_realism(c: Comparison, seed: int, run: Run) -> dict | None:
+    """What ``run`` trained on, as the generator's realism monitor measures it (see ``realism_table``)."""
+    from benchmarks.monitor import handcrafted_numbers, last_monitor_point
+
+    if run.generator:
+        return last_monitor_point(c.generator_folder(seed, run.generator))
+    if "Handcrafted" in run.trainer:
+        s = c.fold(seed, None, "nnUNetTrainerBaseline") / "checkpoint_final.pth"
+        cache = c.work / f"realism_handcrafted_seed_{seed}.json"
+        return handcrafted_numbers(c, seed, c.p["monitor_n"], s, cache)
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu-small")
     ap.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    ap.add_argument("--lesions", choices=APPEARANCES, default=APPEARANCES[0], help="the phantom's lesions [hypodense]")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--iters", type=int)
-    ap.add_argument("--gen_epochs", type=int, help="generator epochs [the preset's]")
+    ap.add_argument("--gen_steps", type=int, help="generator steps [the preset's]")
     ap.add_argument("--rows", choices=list(ROW_SETS), default="all", help="all rows, or the core comparison only")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workdir", default=None, help="[benchmarks/work_compare_<preset>]")
+    ap.add_argument("--workdir", default=None, help="[benchmarks/work_compare_<preset>[_<lesions>]]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
-    p = dict(PRESETS[a.preset])
-    overrides = apply_overrides(a, p, ("seeds", "epochs", "iters", "gen_epochs"))
+    p = {**PRESETS[a.preset], "lesions": a.lesions}
+    overrides = apply_overrides(a, p, ("seeds", "epochs", "iters", "gen_steps"))
     if a.device == "cuda" and a.preset != "gpu":
         print("note: --device cuda with a CPU preset; consider --preset gpu")
-    work = Path(a.workdir or Path(__file__).with_name(f"work_compare_{a.preset}")).resolve()
+    default = a.lesions == APPEARANCES[0]
+    tag = a.preset if default else f"{a.preset}_{a.lesions}"
+    work = Path(a.workdir or Path(__file__).with_name(f"work_compare_{tag}")).resolve()
     claim_workdir(work, p, a.device)
-    c = Comparison(work, p, a.device)
+    c = Comparison(work, p, a.device, *dataset_of(a.lesions))
     c.dataset()
     runs = [r for r in RUNS if r.row in ROW_SETS[a.rows]]
     results: dict[str, list[dict]] = {r.row: [] for r in runs}
     summaries: dict[str, list[dict]] = {r.row: [] for r in runs}
+    realism: dict[str, list[dict | None]] = {r.row: [] for r in runs}
     from nnunet_freetumor.evaluation.report import headline
 
     for seed in range(p["seeds"]):
@@ -536,21 +601,25 @@ def main() -> None:
             s = c.evaluate(seed, run, model)
             summaries[run.row].append(s)
             results[run.row].append({**headline(s), **synthetic_tumors(model)})
+            realism[run.row].append(row_realism(c, seed, run))
             print(f"seed {seed} {run.row}: {results[run.row][-1]}", flush=True)
     results_md = Path(a.results)
-    png = results_md.with_name(f"compare_{a.preset}{'' if a.rows == 'all' else '_' + a.rows}.png")
+    png = results_md.with_name(f"compare_{tag}{'' if a.rows == 'all' else '_' + a.rows}.png")
     plot(results, png)
     compute = json.loads((work / "compute_seconds.json").read_text())
-    flags = ("" if a.rows == "all" else f" --rows {a.rows}") + overrides
-    section = report(results, summaries, p, a.preset, compute, flags, a.device, png)
-    (work / "comparison.json").write_text(
-        json.dumps({"preset": a.preset, "params": p, "results": results}, indent=1, default=str)
+    flags = (
+        ("" if default else f" --lesions {a.lesions}") + ("" if a.rows == "all" else f" --rows {a.rows}") + overrides
     )
-    title = f"## Comparison ({a.preset}{'' if a.rows == 'all' else ', ' + a.rows + ' rows'})"
+    section = report(results, summaries, p, a.preset, compute, flags, a.device, png, realism)
+    (work / "comparison.json").write_text(
+        json.dumps({"preset": a.preset, "params": p, "results": results, "realism": realism}, indent=1, default=str)
+    )
+    name = a.preset if default else f"{a.preset}, {a.lesions}"
+    title = f"## Comparison ({name}{'' if a.rows == 'all' else ', ' + a.rows + ' rows'})"
     # all rows include the core rows (the same runs): that report replaces a core-rows one of the preset
-    core = (f"## Comparison ({a.preset}, core rows)\n",) if a.rows == "all" else ()
+    core = (f"## Comparison ({name}, core rows)\n",) if a.rows == "all" else ()
     write_section(results_md, section.replace("## Comparison", title, 1), title, supersedes=core)
-    stale = png.with_name(f"compare_{a.preset}_core.png")
+    stale = png.with_name(f"compare_{tag}_core.png")
     if core and stale.is_file() and stale.name not in results_md.read_text():
         stale.unlink()
     print(section)

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from benchmarks.common import claim_workdir, sh, write_section
-from benchmarks.compare import Comparison, Run
+from benchmarks.compare import PHANTOM_SIZE_CLASSES, Comparison, Run
+from benchmarks.monitor import build_monitor
+from benchmarks.monitor import handcrafted_numbers as monitor_handcrafted
 
 APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")
 DATASET_ID = 940  # + the appearance's index
-# the phantom's lesions: longest diameters 5-10 / 10-20 / 20-40 / 40-60 mm -> radii in mm
-PHANTOM_SIZE_CLASSES = ("tiny:2.5-5", "small:5-10", "medium:10-20", "large:20-30")
 BASELINE = Run("baseline", "nnUNetTrainerBaseline", None)
 PRESETS = {
     # smoke test: minutes, numbers meaningless
@@ -134,44 +134,12 @@ def within_budget(history: list[dict], budget_min: float) -> dict:
 
 def run_monitor(c: Comparison, seed: int, p: dict):
     """The generator run's realism monitor (its fixed masks, real lesions and S), built in this process."""
-    from nnunet_freetumor.generator.args import GeneratorTrainingArgs
-    from nnunet_freetumor.generator.train import GeneratorTrainer
-
-    env = c.env(seed, "both")
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    args = GeneratorTrainingArgs(
-        dataset=str(c.dataset_id),
-        fold="0",
-        steps=1,
-        seed=seed,
-        device="cpu",
-        monitor_n=p["monitor_n"],
-        gate_checkpoint=str(gate_checkpoint(c)),
-    )
-    trainer = GeneratorTrainer(args, env["nnUNet_results"], env["nnUNet_preprocessed"])
-    return trainer, trainer.build_monitor()
+    return build_monitor(c, seed, p["monitor_n"], gate_checkpoint(c))
 
 
 def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
     """The realism monitor's numbers for the handcrafted recipe on the generator run's fixed masks (same S)."""
-    cache = c.work / f"handcrafted_seed_{seed}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
-
-    trainer, monitor = run_monitor(c, seed, p)
-    cfg, norm, spacing = trainer.cfg, trainer.norm, trainer.spacing
-    gen = torch.Generator().manual_seed(0)
-    rng = np.random.default_rng(0)
-
-    def handcrafted(x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
-        texture = handcrafted_texture(x.shape[2:], spacing, cfg.handcrafted, gen)
-        diff = float(rng.uniform(*cfg.handcrafted.hu_difference))
-        return handcrafted_synthesis(x, soft, texture, diff, norm, cfg.window.polarity)
-
-    numbers, _ = monitor.evaluate(handcrafted)
-    cache.write_text(json.dumps(numbers, indent=1) + "\n")
-    return numbers
+    return monitor_handcrafted(c, seed, p["monitor_n"], gate_checkpoint(c), c.work / f"handcrafted_seed_{seed}.json")
 
 
 @torch.no_grad()

@@ -15,11 +15,11 @@ def test_a_work_folder_keeps_the_parameters_of_its_runs(tmp_path):
     claim_workdir(work, p, "cpu")
     assert json.loads((work / "params.json").read_text())["epochs"] == p["epochs"]
     claim_workdir(work, {**p, "seeds": 5}, "cpu")  # more seeds reuse the finished ones
-    with pytest.raises(SystemExit, match=r"gen_epochs: 1 there, 20 now.*new --workdir"):
-        claim_workdir(work, {**p, "gen_epochs": 20}, "cpu")
+    with pytest.raises(SystemExit, match=r"gen_steps: 2 there, 20 now.*new --workdir"):
+        claim_workdir(work, {**p, "gen_steps": 20}, "cpu")
     with pytest.raises(SystemExit, match=r"device: cpu there, cuda now"):
         claim_workdir(work, p, "cuda")
-    assert json.loads((work / "params.json").read_text())["gen_epochs"] == 1  # a refused run records nothing
+    assert json.loads((work / "params.json").read_text())["gen_steps"] == 2  # a refused run records nothing
 
 
 def test_mean_sd_over_the_seeds_that_have_a_value():
@@ -137,3 +137,36 @@ def test_convergence_targets_and_the_time_budget_point():
     best = within_budget(history, 30)  # 20 s, then 620 s per point: steps 50 and 100 fit in 30 min, 150 does not
     assert best["step"] == 100 and best["minutes"] == pytest.approx((20 + 2 * 620) / 60)
     assert within_budget(history, 0.1)["step"] == 0
+
+
+def test_the_comparison_trains_the_generator_with_its_defaults_and_resumes_it(tmp_path, monkeypatch):
+    from benchmarks import compare
+
+    calls = []
+    monkeypatch.setattr(compare, "sh", lambda cmd, env, log: calls.append([str(x) for x in cmd]))
+    c = compare.Comparison(tmp_path, dict(PRESETS["cpu-small"]), "cpu", *compare.dataset_of("hyperdense"))
+    assert (c.dataset_id, c.ds) == (913, "Dataset913_FreeTumorCompareHyperdense")
+    c.generator(1, "seg")
+    cmd = " ".join(calls[-1])
+    assert cmd.startswith("freetumor_train_generator 913 -f 0 --steps 450 --losses seg --seed 1")
+    assert "--gen_features" not in cmd and "--batch_size" not in cmd  # the defaults, not the old small networks
+    assert "--monitor_every 50 --monitor_n 32" in cmd and "--c" not in calls[-1]
+    folder = c.generator_folder(1, "seg")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoint_latest.safetensors").write_text("x")
+    c.generator(1, "seg")
+    assert calls[-1][-1] == "--c"
+    (folder / "generator_final.safetensors").write_text("x")
+    c.generator(1, "seg")
+    assert len(calls) == 2  # a finished generator is reused
+
+
+def test_each_row_is_read_against_the_tumors_it_trained_on():
+    from benchmarks.compare import realism_table
+
+    point = {"synthetic_contrast_hu": -30.0, "real_contrast_hu": -40.0, "synthetic_accept": 0.5, "real_accept": 0.8}
+    other = {**point, "synthetic_contrast_hu": -34.0, "synthetic_accept": 0.7}
+    lines = realism_table({"baseline": [None, None], "FreeTumor (T=0.7)": [point, other]})
+    assert "| baseline | - | - |" in lines
+    assert "| FreeTumor (T=0.7) | -32.0 ± 2.8 / -40.0 ± 0.0 | 0.60 ± 0.14 / 0.80 ± 0.00 |" in lines
+    assert realism_table({}) == []
