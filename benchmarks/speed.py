@@ -146,11 +146,11 @@ class Timer:
         setattr(obj, name, timed)
 
 
-def make_trainer(name: str, device: torch.device):
+def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID):
     from nnunetv2.run.run_training import get_trainer_from_args
 
     os.environ["nnUNet_n_proc_DA"] = "0"
-    tr = get_trainer_from_args(str(DATASET_ID), "3d_fullres", 0, name, "nnUNetPlans", device=device)
+    tr = get_trainer_from_args(str(dataset_id), "3d_fullres", 0, name, "nnUNetPlans", device=device)
     tr.disable_checkpointing = True
     tr.on_train_start()
     tr.on_train_epoch_start()
@@ -221,14 +221,18 @@ def bench_da_workers(samples: int) -> dict:
     return results
 
 
-def bench_gate(device: torch.device, n: int) -> dict:
-    """Gate decisions and cost on the same synthetic tumors: tumor-centred crop vs whole patch."""
+def bench_gate(
+    device: torch.device, n: int, dataset_id: int = DATASET_ID, min_accepted: int = 0, max_tumors: int = 100000
+) -> dict:
+    """Gate decisions and cost on the same synthetic tumors: tumor-centred crop vs whole patch. At least ``n``
+    tumors, and (up to ``max_tumors``) until the patch gate accepted ``min_accepted``."""
     from nnunet_freetumor.training import trainer_base
 
-    tr = make_trainer("nnUNetTrainerFreeTumor", device)
+    tr = make_trainer("nnUNetTrainerFreeTumor", device, dataset_id)
     agree, total, t_crop, t_full, acc_crop, acc_full, p_diff = 0, 0, 0.0, 0.0, 0, 0, 0.0
+    both_acc, both_rej = 0, 0
     cfg = tr.freetumor_config
-    while total < n:
+    while (total < n or acc_full < min_accepted) and total < max_tumors:
         batch = next(tr.dataloader_train)
         p = {}
         np_state, torch_state = np.random.get_state(), torch.get_rng_state()
@@ -273,6 +277,7 @@ def bench_gate(device: torch.device, n: int) -> dict:
             a = p[True] >= cfg.gate_threshold
             b = p[False] >= cfg.gate_threshold
             agree += int((a == b).sum())
+            both_acc, both_rej = both_acc + int((a & b).sum()), both_rej + int((~a & ~b).sum())
             acc_crop, acc_full = acc_crop + int(a.sum()), acc_full + int(b.sum())
             p_diff += float((p[True] - p[False]).abs().sum())
             total += len(a)
@@ -282,6 +287,9 @@ def bench_gate(device: torch.device, n: int) -> dict:
         "agreement": agree / max(total, 1),
         "accepted_crop": acc_crop,
         "accepted_full": acc_full,
+        # of the tumors the patch gate accepts (rejects), the share the crop gate accepts (rejects) too
+        "agree_on_accepted": both_acc / max(acc_full, 1),
+        "agree_on_rejected": both_rej / max(total - acc_full, 1),
         "mean_abs_p_difference": p_diff / max(total, 1),
         "cost_ratio_crop_vs_full": t_crop / max(t_full, 1e-9),
     }
