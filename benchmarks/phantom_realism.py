@@ -9,7 +9,7 @@ here). For every seed that has a generator (losses "both") and a baseline S:
    cases, K tumors per case, same seed (so every method paints into the same masks), no gate; also with the loss
    ablation's generators (L_seg only, L_cls only) where the comparison trained them;
 2. per lesion, for the real lesions of the labeled training cases and both exports: HU inside the lesion, contrast to
-   the organ within 5 mm, edge width, and S's P (Eq. 4, the quality gate's view; benchmarks/real_ct.py's measures);
+   the organ within 5 mm, edge width, and S's P (Eq. 4, the quality gate's view; nnunet_freetumor.realism.measures);
 3. the Fréchet distance real vs synthetic in S's bottleneck features (`freetumor_turing fid`'s computation) with a
    within-method reference at the same N (real_ct.py's `frechet`);
 4. each generator's training curve (L_seg, the share of its tumors the gate would accept) from its progress.json.
@@ -105,7 +105,7 @@ def cached_analyse(c: Comparison, seed: int, exports: dict[str, Path], cache: di
     """``analyse`` of one seed, reused from the last run's phantom_realism.json when it read the same files."""
     key = fingerprint(c, seed, exports)
     old = cache.get(str(seed), {})
-    if old.get("inputs") == key:
+    if old.get("inputs") == key and "ring_lung_hu" not in json.dumps(old):  # earlier caches: the old key
         return old
     return {**analyse(c, seed, exports), "inputs": key}
 

@@ -23,8 +23,8 @@ tools, and steps that already finished in the workdir are skipped (an interrupte
              lesion: --cases all paints into their lung label only, so a synthetic lesion never overlaps the real one
              (it may touch it) and the real lesion keeps its label.
 7. report    lesion HU statistics, contrast to the surrounding lung and edge sharpness for real vs synthetic lesions,
-             how the frozen S sees them (the gate's P), the Fréchet distance in S's features (realism.py) with a
-             within-method reference at the same N, a montage (same HU window for all), and the section
+             how the frozen S sees them (the gate's P), the Fréchet distance in S's features (nnunet_freetumor.realism)
+             with a within-method reference at the same N, a montage (same HU window for all), and the section
              "## Real chest CT check" of RESULTS.md (replaced on every run; --quick writes "... (quick)").
 
 --quick runs the same pipeline at smoke-test size (3 mm in-plane, one epoch of a few iterations, a tiny generator):

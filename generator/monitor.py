@@ -169,15 +169,16 @@ class RealismMonitor:
         self, generator: torch.nn.Module, synth: Synthesize, autocast, montage: Path, title: str
     ) -> dict[str, float]:
         """``evaluate`` with G in eval mode, the fixed set's montage written to ``montage``; ``monitor_s``: the
-        seconds it took."""
+        seconds the measurement took (without the montage)."""
         t = time.time()
         generator.eval()
         try:
             numbers, images = self.evaluate(synth, autocast)
         finally:
             generator.train()
+        seconds = time.time() - t  # the measurement only (as before the montage moved here)
         save_fixed_set_montage(self, images, montage, title, self.norm)
-        return {**numbers, "monitor_s": time.time() - t}
+        return {**numbers, "monitor_s": seconds}
 
     def evaluate(
         self, synth: Synthesize, autocast: Callable[[], AbstractContextManager] = nullcontext

@@ -124,7 +124,6 @@ class RunSetup:
             "crop_rule": self.rule.to_dict() if self.rule else None,
             "normalization": asdict(self.norm),
             "config": self.cfg.to_dict(),
-            "frozen_segmenter": str(self.segmenter.source),
         }
 
     def check_resumable(self, meta: dict[str, Any], path: Path, args: GeneratorTrainingArgs) -> None:

@@ -255,6 +255,7 @@ class GeneratorTrainer:
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.args).items()},
             "steps": self.nets.steps,  # the run's length: its learning-rate schedule
             "steps_done": self.step_count,
+            "frozen_segmenter": str(self.segmenter.source),
         }
 
     def resume(self) -> bool:

@@ -125,10 +125,10 @@ def test_a_gate_of_another_dataset_without_this_datasets_split_is_refused_naming
 
 def test_s_sees_another_datasets_input_in_its_own_normalization_and_gradients_pass():
     data, own = CTNormalization(80.0, 40.0, -100.0, 250.0), CTNormalization(50.0, 100.0, -200.0, 300.0)
-    seg = FrozenSegmenter(torch.nn.Identity(), (own,), 2, (8, 8, 8), (1, 1, 1), Path("s"), "t", (data,))
+    segmenter = FrozenSegmenter(torch.nn.Identity(), (own,), 2, (8, 8, 8), (1, 1, 1), Path("s"), "t", (data,))
     hu = torch.tensor([-150.0, 0.0, 120.0, 250.0]).reshape(1, 1, 4, 1, 1)
     x = data.from_hu(hu).requires_grad_()
-    out = seg(x)
+    out = segmenter(x)
     # what S's own preprocessing makes of these HU (after this dataset's clip to [-100, 250])
     assert torch.allclose(out, own.from_hu(hu.clamp(-100, 250)), atol=1e-5)
     out.sum().backward()

@@ -200,8 +200,8 @@ def test_handcrafted_box_darkens_inside_the_soft_mask_only():
     assert torch.equal(out, again)  # all randomness comes from the rng
 
 
-def p_of(seg: FrozenSegmenter, hu: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(judge(seg.segment_hu(hu[None, None]), mask[None, None], (2,), 0.7)[0][0])
+def p_of(segmenter: FrozenSegmenter, hu: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(judge(segmenter.segment_hu(hu[None, None]), mask[None, None], (2,), 0.7)[0][0])
 
 
 def test_the_gate_on_an_hu_box_is_the_share_of_mask_voxels_the_segmenter_calls_tumor():
@@ -211,9 +211,9 @@ def test_the_gate_on_an_hu_box_is_the_share_of_mask_voxels_the_segmenter_calls_t
     dark = mask.clone()
     dark[2:6, 4:12, 4:8] = False  # 128 of them dark
     hu[dark] = 40.0
-    seg = stub_segmenter(PLAN_NORM.from_hu(torch.tensor(60.0)).item())
-    assert p_of(seg, hu, mask) == pytest.approx(0.5)
-    assert p_of(seg, hu, dark) == pytest.approx(1.0)
+    segmenter = stub_segmenter(PLAN_NORM.from_hu(torch.tensor(60.0)).item())
+    assert p_of(segmenter, hu, mask) == pytest.approx(0.5)
+    assert p_of(segmenter, hu, dark) == pytest.approx(1.0)
 
 
 # --- files and folders ---------------------------------------------------------------------------------------------

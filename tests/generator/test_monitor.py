@@ -106,11 +106,11 @@ def test_monitor_s_acceptance_follows_the_gate_threshold():
             logits[:, 2, : x.shape[2] // 2] = 20.0
             return logits
 
-    seg = FrozenSegmenter(HalfS(True), (NORM,), 3, CONTEXT, (1, 1, 1), Path("S"), "test")
+    segmenter = FrozenSegmenter(HalfS(True), (NORM,), 3, CONTEXT, (1, 1, 1), Path("S"), "test")
     real = [item(-40.0, k) for k in range(3)]
     for t, accepted in ((0.4, 1.0), (0.7, 0.0)):
         mon = RealismMonitor(
-            [item(None, 10 + k) for k in range(8)], real, seg, NORM, CFG.replace(gate_threshold=t), SPACING
+            [item(None, 10 + k) for k in range(8)], real, segmenter, NORM, CFG.replace(gate_threshold=t), SPACING
         )
         n, _ = mon.evaluate(darker(40.0))
         assert n["synthetic_p"] == pytest.approx(0.5, abs=0.01)

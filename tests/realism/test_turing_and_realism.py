@@ -135,14 +135,14 @@ def tiny_segmenter(divisor=(4, 4, 4)) -> FrozenSegmenter:
 
 
 def test_segmenter_features_are_the_global_average_of_the_deepest_skip_on_s_normalized_input():
-    seg = tiny_segmenter()
+    segmenter = tiny_segmenter()
     hu = 100.0 + 60.0 * torch.randn(5, 1, 16, 16, 16)
-    feats = seg.features(hu, batch_size=2)
+    feats = segmenter.features(hu, batch_size=2)
     with torch.no_grad():
-        expected = seg.network.encoder(seg.normalizations[0].from_hu(hu))[-1].mean(dim=(2, 3, 4))
+        expected = segmenter.network.encoder(segmenter.normalizations[0].from_hu(hu))[-1].mean(dim=(2, 3, 4))
     assert feats.shape == (5, 16)
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
-    odd = seg.features(100.0 + torch.randn(2, 1, 15, 13, 16))  # padded to the stride
+    odd = segmenter.features(100.0 + torch.randn(2, 1, 15, 13, 16))  # padded to the stride
     assert odd.shape == (2, 16) and torch.isfinite(odd).all()
 
 
