@@ -1,18 +1,17 @@
 """The generator's realism monitor (generator/monitor.py) for the benchmarks: its numbers at a finished run's last
-monitor point, and the handcrafted recipe measured the same way on the same fixed masks with the same S."""
+monitor point, and the handcrafted recipe measured the same way on the same fixed masks with the same S.
+
+``c`` is a ``benchmarks.compare.Comparison`` (its dataset, environment and work folder); this module does not import
+it, so that compare.py can use this one."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from benchmarks.compare import Comparison
 
 
 def last_monitor_point(generator_folder: Path) -> dict | None:
@@ -24,7 +23,7 @@ def last_monitor_point(generator_folder: Path) -> dict | None:
     return points[-1] if points else None
 
 
-def build_monitor(c: Comparison, seed: int, monitor_n: int, gate_checkpoint: Path, results_key: str = "both"):
+def build_monitor(c, seed: int, monitor_n: int, gate_checkpoint: Path, results_key: str = "both"):
     """A generator run's monitor (its fixed masks, the training split's real lesions, S = ``gate_checkpoint``),
     built in this process without training: (the trainer, the monitor)."""
     from nnunet_freetumor.generator.args import GeneratorTrainingArgs
@@ -45,7 +44,7 @@ def build_monitor(c: Comparison, seed: int, monitor_n: int, gate_checkpoint: Pat
     return trainer, trainer.build_monitor()
 
 
-def handcrafted_numbers(c: Comparison, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path) -> dict:
+def handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path) -> dict:
     """The monitor's numbers for the handcrafted recipe (SyntheticTumors, as nnUNetTrainerHandcraftedTumor paints) on
     the fixed masks of the seed's generator run, judged by the same S; cached in ``cache``."""
     if cache.is_file():
