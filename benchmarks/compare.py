@@ -212,6 +212,7 @@ class Comparison:
             "nnUNet_freetumor_epochs": str(p["epochs"]),
             "nnUNet_freetumor_iters": str(p["iters"]),
             "nnUNet_freetumor_val_iters": str(max(2, p["iters"] // 5)),
+            "nnUNet_freetumor_save_every": "10",  # checkpoint_latest every 10 epochs: a killed run loses little
         }
 
     def results_root(self, seed: int, generator: str | None) -> Path:
@@ -304,7 +305,7 @@ class Comparison:
         if not (fold / "checkpoint_final.pth").is_file():
             if run.generator:
                 self.generator(seed, run.generator)
-            # an interrupted run continues from nnU-Net's checkpoint_latest (written every 50 epochs); the RNG stream of
+            # an interrupted run continues from nnU-Net's checkpoint_latest (every 10 epochs here); the RNG stream of
             # a continued run differs from an uninterrupted one, and commands.log shows the --c
             resume = ["--c"] if (fold / "checkpoint_latest.pth").is_file() else []
             sh(

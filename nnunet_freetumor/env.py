@@ -27,6 +27,9 @@ SCHEDULE = {
     "nnUNet_freetumor_epochs": "num_epochs",
     "nnUNet_freetumor_iters": "num_iterations_per_epoch",
     "nnUNet_freetumor_val_iters": "num_val_iterations_per_epoch",
+    # nnU-Net writes checkpoint_latest every 50 epochs: a killed short run (a benchmark, a preemptible job) continues
+    # with --c from the last one
+    "nnUNet_freetumor_save_every": "save_every",
 }
 
 

@@ -27,6 +27,7 @@ def test_schedule_overrides_are_validated_positive_integers():
         "num_epochs": 3,
         "num_iterations_per_epoch": 5,
     }
+    assert env.schedule_overrides({"nnUNet_freetumor_save_every": "10"}) == {"save_every": 10}  # nnU-Net's attribute
     for bad in ("0", "-2", "two", "1.5"):
         with pytest.raises(FreeTumorConfigError, match="nnUNet_freetumor_val_iters must be a positive integer"):
             env.schedule_overrides({"nnUNet_freetumor_val_iters": bad})
