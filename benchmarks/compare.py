@@ -220,7 +220,7 @@ class Comparison:
         root = self.work / f"seed_{seed}" / ("main" if generator in (None, "both") else f"gen_{generator}")
         base = root / self.ds / "nnUNetTrainerBaseline__nnUNetPlans__3d_fullres"
         main_base = self.work / f"seed_{seed}" / "main" / self.ds / base.name
-        if root.name != "main" and not base.exists():
+        if root.name != "main" and not base.exists() and not base.is_symlink():  # a link to a baseline to come
             base.parent.mkdir(parents=True, exist_ok=True)
             base.symlink_to(main_base, target_is_directory=True)
         return root
