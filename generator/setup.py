@@ -128,8 +128,9 @@ class RunSetup:
 
     def check_resumable(self, meta: dict[str, Any], path: Path, args: GeneratorTrainingArgs) -> None:
         """One clear error when checkpoint ``path`` was trained on other data or with another config."""
+        mine = self.meta(args)
         for key in ("dataset", "plans", "configuration", "fold"):
-            value = str(self.meta(args)[key])
+            value = str(mine[key])
             if str(meta.get(key)) != value:
                 raise FreeTumorConfigError(f"{path} belongs to {key} {meta.get(key)!r}, not {value!r}")
         if FreeTumorConfig.from_dict(meta["config"]) != self.cfg:
