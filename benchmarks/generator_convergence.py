@@ -156,9 +156,9 @@ def box_vs_patch(c: Comparison, p: dict) -> dict:
     for it in monitor.real:
         m = torch.from_numpy(it.mask)
         for out, image, mask in ((box, it.image[(slice(None), *it.box)], m[it.box]), (patch, it.image, m)):
-            logits = trainer.segmenter(image[None].float())
-            out.append(float(gate_proportion(logits.float(), mask[None, None], trainer.cfg.tumor_labels)[0]))
-    t = trainer.cfg.gate_threshold
+            logits = trainer.setup.segmenter(image[None].float())
+            out.append(float(gate_proportion(logits.float(), mask[None, None], trainer.setup.cfg.tumor_labels)[0]))
+    t = trainer.setup.cfg.gate_threshold
     numbers = {
         "n": len(box),
         "p_box": box,

@@ -52,7 +52,7 @@ def handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cac
     from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
 
     trainer, monitor = build_monitor(c, seed, monitor_n, gate_checkpoint)
-    cfg, norm, spacing = trainer.cfg, trainer.norm, trainer.spacing
+    cfg, norm, spacing = trainer.setup.cfg, trainer.setup.norm, trainer.setup.spacing
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
 

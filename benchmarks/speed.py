@@ -348,7 +348,7 @@ def bench_generator(device: torch.device, steps: int) -> dict:
             collate = g.collate  # untimed: counts the boxes' voxels
             g.synthesize_box = Timed(g.synthesize_box, device, total, "G forward")
             g._c_logits = Timed(g._c_logits, device, total, "C forward")
-            g.segmenter = Timed(g.segmenter, device, total, "S forward")
+            g.setup.segmenter = Timed(g.setup.segmenter, device, total, "S forward")
             g.collate = Timed(g.collate, device, total, "data")
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()

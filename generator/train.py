@@ -63,24 +63,25 @@ class GeneratorTrainer:
         self.args = args
         self.rank, self.world = process_group(args.batch_size)
         self.device = process_device(args.device, self.world)
-        self.setup = s = RunSetup.build(args, results, preprocessed, self.device)
-        self.dataset_name, self.cfg, self.cfg_source, self.out = s.dataset_name, s.cfg, s.cfg_source, s.out
-        self.spacing, self.crop_size, self.rule, self.norm = s.spacing, s.crop_size, s.rule, s.norm
-        self.segmenter, self.data, self.held_out_data, self.steps = s.segmenter, s.data, s.held_out_data, s.steps
+        self.setup = RunSetup.build(args, results, preprocessed, self.device)
         self.cuda = self.device.type == "cuda"
         use_amp = self.cuda and args.amp
-        self.nets = Adversaries(args, len(self.cfg.pairs), self.steps, self.device, use_amp)
+        self.nets = Adversaries(args, len(self.setup.cfg.pairs), self.setup.steps, self.device, use_amp)
         self.G, self.C = self.nets.G, self.nets.C
-        divisors = [self.segmenter.divisor, networks.divisor(self.nets.g_spec), networks.divisor(self.nets.c_spec)]
+        divisors = [
+            self.setup.segmenter.divisor,
+            networks.divisor(self.nets.g_spec),
+            networks.divisor(self.nets.c_spec),
+        ]
         self.box_divisor = tuple(int(np.lcm.reduce([d[ax] for d in divisors])) for ax in range(3))
         if self.cuda:  # channels-last convolutions are faster on recent GPUs
-            for m in (self.G, self.C, self.segmenter.network):
+            for m in (self.G, self.C, self.setup.segmenter.network):
                 m.to(memory_format=torch.channels_last_3d)
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
         self.step_count = 0
         self.history: list[dict[str, float]] = []
         self.monitor: RealismMonitor | None = None
-        self.logbook = Logbook(self.out, self.rank)
+        self.logbook = Logbook(self.setup.out, self.rank)
 
     def log(self, msg: str) -> None:
         self.logbook.log(msg)
@@ -94,12 +95,19 @@ class GeneratorTrainer:
         """Eq. 1 with the current G on (N, 1, *box) normalized crops and soft masks."""
         spec = self.nets.g_spec
         return generator_synthesis(
-            self.G, x, soft, organ_index, self.norm, self.cfg.window, networks.divisor(spec), networks.mask_input(spec)
+            self.G,
+            x,
+            soft,
+            organ_index,
+            self.setup.norm,
+            self.setup.cfg.window,
+            networks.divisor(spec),
+            networks.mask_input(spec),
         )
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """This process's samples of a step as one batch (``data.collate_step``)."""
-        return collate_step(samples, self.box_divisor, self.crop_size, self.world, self.device)
+        return collate_step(samples, self.box_divisor, self.setup.crop_size, self.world, self.device)
 
     def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Gated]:
         """A collated batch's fake side through G and S: (the hard masks, the step), each (B, 1, *box)."""
@@ -112,16 +120,16 @@ class GeneratorTrainer:
             organ,
             batch["fake_organ_index"].to(self.device),
             batch["fake_edge_sigma_mm"].tolist(),
-            self.spacing,
-            self.segmenter,
-            tumor_labels=self.cfg.tumor_labels,
-            threshold=self.cfg.gate_threshold,
+            self.setup.spacing,
+            self.setup.segmenter,
+            tumor_labels=self.setup.cfg.tumor_labels,
+            threshold=self.setup.cfg.gate_threshold,
             autocast=self.autocast,
         )
         return mask, gated
 
     def _c_logits(self, x_norm: torch.Tensor) -> torch.Tensor:
-        window = normalized_to_window(x_norm, self.norm, self.cfg.window)
+        window = normalized_to_window(x_norm, self.setup.norm, self.setup.cfg.window)
         return forward_padded(self.C, window, networks.divisor(self.nets.c_spec))
 
     def step(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -145,7 +153,7 @@ class GeneratorTrainer:
         self.C.requires_grad_(False)
         mask, gated = self.synthesize(batch)
         with self.autocast():
-            loss_seg = seg_guided_loss(gated.logits, self.cfg.tumor_labels, mask, a.seg_loss)
+            loss_seg = seg_guided_loss(gated.logits, self.setup.cfg.tumor_labels, mask, a.seg_loss)
             loss_g = loss_seg if use_seg else torch.zeros_like(loss_seg)
             if trains_c:
                 loss_cls = generator_adversarial_loss(self._c_logits(gated.x_hat), mask)
@@ -155,7 +163,7 @@ class GeneratorTrainer:
         self.nets.step_g(loss_g.mean(), self.world)
         self.C.requires_grad_(True)
         with torch.no_grad():
-            s_p = masked_mean(tumor_probability(gated.logits.detach(), self.cfg.tumor_labels), mask)
+            s_p = masked_mean(tumor_probability(gated.logits.detach(), self.setup.cfg.tumor_labels), mask)
         out.update(
             loss_g=float(loss_g.detach().mean()),
             loss_seg=float(loss_seg.detach().mean()),
@@ -178,9 +186,9 @@ class GeneratorTrainer:
     # --- the run ----------------------------------------------------------------------------------------------------
     def loader(self) -> DataLoader:
         """This process's samples from the current step to the end of the run, a list of samples per step."""
-        sampler = StepSampler(self.step_count, self.steps, self.args.batch_size, self.world, self.rank)
+        sampler = StepSampler(self.step_count, self.setup.steps, self.args.batch_size, self.world, self.rank)
         return DataLoader(
-            self.data,
+            self.setup.data,
             batch_size=self.args.batch_size // self.world,
             sampler=sampler,
             num_workers=self.args.num_workers,
@@ -190,13 +198,15 @@ class GeneratorTrainer:
         )
 
     def build_monitor(self) -> RealismMonitor:
-        return RealismMonitor.build(self.data, self.held_out_data, self.segmenter, self.norm, n=self.args.monitor_n)
+        return RealismMonitor.build(
+            self.setup.data, self.setup.held_out_data, self.setup.segmenter, self.setup.norm, n=self.args.monitor_n
+        )
 
     def run(self) -> Path:
         a = self.args
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.cfg.save(self.out / CONFIG_FILENAME)
+            self.setup.out.mkdir(parents=True, exist_ok=True)
+            self.setup.cfg.save(self.setup.out / CONFIG_FILENAME)
             self.monitor = self.build_monitor()
         n = networks.n_parameters
         self.log(self.setup.describe(self.args, self.world, self.device, n(self.G), n(self.C)))
@@ -206,7 +216,7 @@ class GeneratorTrainer:
             self.record({}, 0.0)  # step 0: where G starts
         sums: dict[str, float] = {}
         count, t0 = 0, time.time()
-        bar = tqdm(total=self.steps, initial=self.step_count, desc="generator", disable=self.rank != 0)
+        bar = tqdm(total=self.setup.steps, initial=self.step_count, desc="generator", disable=self.rank != 0)
         for samples in self.loader():
             out = self.step(samples)
             for k, v in out.items():
@@ -214,15 +224,15 @@ class GeneratorTrainer:
             count += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in out.items() if k in ("loss_seg", "s_p", "gate_accept")})
-            if self.step_count % a.monitor_every == 0 or self.step_count == self.steps:
+            if self.step_count % a.monitor_every == 0 or self.step_count == self.setup.steps:
                 means = reduce_means({k: v / count for k, v in sums.items()}, self.device, self.world)
                 self.record(means, time.time() - t0)
                 sums, count, t0 = {}, 0, time.time()
         bar.close()
         if self.rank == 0:
-            checkpoint.save(self.out / FINAL, {"generator": self.G.state_dict()}, self.meta())
-            self.log(f"done: {self.out / FINAL}")
-        return self.out / FINAL
+            checkpoint.save(self.setup.out / FINAL, {"generator": self.G.state_dict()}, self.meta())
+            self.log(f"done: {self.setup.out / FINAL}")
+        return self.setup.out / FINAL
 
     def record(self, means: dict[str, float], seconds: float) -> None:
         """A log point: training means since the last one, the monitor (rank 0), progress files and checkpoint."""
@@ -234,16 +244,16 @@ class GeneratorTrainer:
             **means,
         }
         if self.monitor is not None:
-            path = self.out / f"montage_step_{self.step_count:06d}.png"
-            title = f"{self.dataset_name} generator, step {self.step_count}"
+            path = self.setup.out / f"montage_step_{self.step_count:06d}.png"
+            title = f"{self.setup.dataset_name} generator, step {self.step_count}"
             entry.update(self.monitor.measure(self.G, self.synthesize_box, self.autocast, path, title))
         self.history.append(entry)
         if self.rank != 0:
             return
         uses_seg = bool(means) and self.args.losses != "cls"
-        self.logbook.point(self.history, self.cfg.gate_threshold, self.args.seg_loss if uses_seg else None)
+        self.logbook.point(self.history, self.setup.cfg.gate_threshold, self.args.seg_loss if uses_seg else None)
         if means:
-            checkpoint.save(self.out / LATEST, self.nets.state_dict(), {**self.meta(), "history": self.history})
+            checkpoint.save(self.setup.out / LATEST, self.nets.state_dict(), {**self.meta(), "history": self.history})
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -255,12 +265,12 @@ class GeneratorTrainer:
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.args).items()},
             "steps": self.nets.steps,  # the run's length: its learning-rate schedule
             "steps_done": self.step_count,
-            "frozen_segmenter": str(self.segmenter.source),
+            "frozen_segmenter": str(self.setup.segmenter.source),
         }
 
     def resume(self) -> bool:
         """Continue from checkpoint_latest (exactly: weights, optimizers, schedules, step). False if none exists."""
-        path = self.out / LATEST
+        path = self.setup.out / LATEST
         if not path.is_file():
             return False
         state, meta = checkpoint.load(path, device=self.device)

@@ -221,15 +221,15 @@ class DarknessSegmenter(torch.nn.Module):
 @pytest.mark.e2e
 def test_a_few_optimisation_steps_reduce_the_segmentation_guided_loss(demo, baseline, tmp_path, nnunet_paths):
     tr = make_trainer(demo, baseline, tmp_path, lr=3e-3, losses="seg")
-    tr.segmenter.network = DarknessSegmenter()
+    tr.setup.segmenter.network = DarknessSegmenter()
     samples = next(iter(tr.loader()))
     batch = tr.collate(samples)
 
     def l_seg() -> float:
         with torch.no_grad():
             mask, gated = tr.synthesize(batch)
-            logits = tr.segmenter.network(gated.x_hat)
-            return float(seg_guided_loss(logits, tr.cfg.tumor_labels, mask).mean())
+            logits = tr.setup.segmenter.network(gated.x_hat)
+            return float(seg_guided_loss(logits, tr.setup.cfg.tumor_labels, mask).mean())
 
     before = l_seg()
     for _ in range(15):
@@ -243,7 +243,7 @@ def test_training_boxes_hold_each_mask_with_its_margin_in_mm(demo, baseline, tmp
     tr = make_trainer(demo, baseline, tmp_path, crop_margin_mm=10.0)
     samples = next(iter(tr.loader()))
     batch = tr.collate(samples)
-    margin = [int(np.ceil(10.0 / s)) for s in tr.spacing]
+    margin = [int(np.ceil(10.0 / s)) for s in tr.setup.spacing]
     size = batch["fake_image"].shape[2:]
     needed = [0, 0, 0]
     for smp, mask in zip(samples, batch["fake_mask"]):
@@ -256,7 +256,7 @@ def test_training_boxes_hold_each_mask_with_its_margin_in_mm(demo, baseline, tmp
             needed[ax] = max(needed[ax], want)
     for ax in range(3):  # and not larger than the largest mask + margin, rounded up to the networks' strides
         d = tr.box_divisor[ax]
-        assert size[ax] <= min(tr.crop_size[ax], -(-needed[ax] // d) * d)
+        assert size[ax] <= min(tr.setup.crop_size[ax], -(-needed[ax] // d) * d)
     assert batch["fake_image"].shape[2:] == batch["fake_labels"].shape[1:]
 
 
@@ -265,7 +265,7 @@ def test_resuming_after_an_interrupted_run_continues_exactly(demo, baseline, tmp
     straight = make_trainer(demo, baseline, tmp_path / "a")
     straight.run()
     first = make_trainer(demo, baseline, tmp_path / "b")
-    first.steps = 2  # "killed" after step 2 (checkpoint_latest written there)
+    first.setup.steps = 2  # "killed" after step 2 (checkpoint_latest written there)
     first.run()
     resumed = make_trainer(demo, baseline, tmp_path / "b")
     assert resumed.resume() and resumed.step_count == 2
