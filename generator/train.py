@@ -93,17 +93,9 @@ class GeneratorTrainer:
 
     def synthesize_box(self, x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with the current G on (N, 1, *box) normalized crops and soft masks."""
-        spec = self.nets.g_spec
-        return generator_synthesis(
-            self.G,
-            x,
-            soft,
-            organ_index,
-            self.setup.norm,
-            self.setup.cfg.window,
-            networks.divisor(spec),
-            networks.mask_input(spec),
-        )
+        spec, s = self.nets.g_spec, self.setup
+        div, mask_input = networks.divisor(spec), networks.mask_input(spec)
+        return generator_synthesis(self.G, x, soft, organ_index, s.norm, s.cfg.window, div, mask_input)
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """This process's samples of a step as one batch (``data.collate_step``)."""
@@ -198,9 +190,8 @@ class GeneratorTrainer:
         )
 
     def build_monitor(self) -> RealismMonitor:
-        return RealismMonitor.build(
-            self.setup.data, self.setup.held_out_data, self.setup.segmenter, self.setup.norm, n=self.args.monitor_n
-        )
+        s = self.setup
+        return RealismMonitor.build(s.data, s.held_out_data, s.segmenter, s.norm, n=self.args.monitor_n)
 
     def run(self) -> Path:
         a = self.args
