@@ -93,7 +93,8 @@ def gate_checkpoint(c: Comparison) -> Path:
     return c.fold(0, None, BASELINE.trainer) / "checkpoint_final.pth"
 
 
-# --variants: one default switched back at a time (the stabilisers are defaults only where this shows they help)
+# --variants: one setting changed at a time, mostly a default switched back (the stabilisers are defaults only where
+# this shows they help)
 VARIANTS = {
     "paper": ("L_seg = Eq. 2, 1 - p (--seg_loss paper)", ("--seg_loss", "paper")),
     "random": ("random initialisation (--init random)", ("--init", "random")),
@@ -102,6 +103,7 @@ VARIANTS = {
         "all three back (the earlier generator's choices)",
         ("--seg_loss", "paper", "--init", "random", "--no_mask_input"),
     ),
+    "cls": ("L_cls weight 0.5 instead of 0.1 (--lambda_cls 0.5)", ("--lambda_cls", "0.5")),
 }
 
 
@@ -266,11 +268,12 @@ def crops_table(crops: dict) -> str:
 
 
 def variants_table(default: dict | None, variants: dict, appearance: str) -> str:
-    """The defaults against the variants (one default switched back) on one appearance, seed 0."""
+    """The defaults against the variants (one setting changed) on one appearance, seed 0."""
     lines = [
         f"### Which defaults matter ({appearance}, seed 0)",
         "",
-        "Each variant switches one of the generator's defaults back, everything else equal (same S, masks, steps); "
+        "Each variant changes one of the generator's settings (mostly a default switched back), everything else "
+        "equal (same S, masks, steps); "
         "numbers at the last monitor point within the budget, and the step at which the synthetic contrast first "
         "reached ±25 % of the real lesions' median ('never' if it did not).",
         "",
@@ -335,12 +338,22 @@ def main() -> None:
         nargs="*",
         choices=list(VARIANTS),
         default=None,
-        help="also train these variants (one default switched back) on the first appearance, seed 0",
+        help="also train these variants (one setting changed) on seed 0 of the --variants_lesions appearances",
+    )
+    ap.add_argument(
+        "--variants_lesions",
+        nargs="+",
+        choices=APPEARANCES,
+        default=None,
+        help="the appearances the variants run on [the first of --lesions]",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None, help="[benchmarks/work_convergence_<preset>]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
+    missing = set(a.variants_lesions or ()) - set(a.lesions)
+    if missing:
+        ap.error(f"--variants_lesions {' '.join(sorted(missing))}: not among --lesions {' '.join(a.lesions)}")
     p = dict(PRESETS[a.preset])
     flags = ""
     if a.seeds:
@@ -367,21 +380,25 @@ def main() -> None:
                 "handcrafted": handcrafted_numbers(c, seed, p),
             }
             print(f"{appearance} seed {seed}: {results[appearance][seed]['at_budget']}", flush=True)
-    variants: dict[str, dict] = {}
+    variants: dict[str, dict[str, dict]] = {}
     if a.variants:
         flags += " --variants " + " ".join(a.variants)
-        c = comparison(work, p, a.device, a.lesions[0])
-        for v in a.variants:
-            history = json.loads((train_generator(c, 0, p, v) / "progress.json").read_text())
-            variants[v] = {"history": history, "at_budget": within_budget(history, p["budget_min"])}
+        if a.variants_lesions:
+            flags += " --variants_lesions " + " ".join(a.variants_lesions)
+        for appearance in a.variants_lesions or a.lesions[:1]:
+            c = comparison(work, p, a.device, appearance)
+            variants[appearance] = {}
+            for v in a.variants:
+                history = json.loads((train_generator(c, 0, p, v) / "progress.json").read_text())
+                variants[appearance][v] = {"history": history, "at_budget": within_budget(history, p["budget_min"])}
     compute = sum(json.loads(f.read_text()) for f in work.glob("*/compute_seconds.json"))
     results_md = Path(a.results)
     png = results_md.with_name(f"generator_convergence_{a.preset}.png")
     plot(results, png)
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     section = report(results, p, a.preset, a.device, png, compute / 3600, flags) + crops_table(crops)
-    if variants:
-        section += variants_table(results[a.lesions[0]].get(0), variants, a.lesions[0])
+    for appearance, runs in variants.items():
+        section += variants_table(results[appearance].get(0), runs, appearance) + "\n"
     write_section(results_md, section, f"## Generator convergence ({a.preset})")
     print(section)
 
