@@ -92,34 +92,17 @@ def subset(folder: Path, k: int) -> Path:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    ap.add_argument("--quick", action="store_const", const="quick", dest="preset")
-    ap.add_argument(
-        "--rows", choices=("all", "core"), default="all", help="all: with the no-gate row; core: baseline and FreeTumor"
-    )
-    ap.add_argument("--seeds", type=int)
-    ap.add_argument("--epochs", type=int, help="nnU-Net epochs of every trainer [the preset's]")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workdir", default=None, help="[benchmarks/work_scaling_<preset>]")
-    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
-    a = ap.parse_args()
-    p = dict(PRESETS[a.preset], n_train=PRESETS[a.preset]["labeled"])
-    flags = ("" if a.rows == "all" else f" --rows {a.rows}") + apply_overrides(a, p, ("seeds", "epochs"))
-    runs = RUNS if a.rows == "all" else RUNS[:2]
-    work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
-    claim_workdir(work, p, a.device)
-
-    base = Comparison(work, p, a.device, BASE_ID, BASE_NAME)
+def build_datasets(work: Path, p: dict, device: str, counts: list[int]) -> dict[int, Comparison]:
+    """The labeled-only dataset (k = 0) and one dataset per k with k unlabeled healthy scans added by
+    ``freetumor_add_unlabeled``, all preprocessed."""
+    base = Comparison(work, p, device, BASE_ID, BASE_NAME)
     base.dataset()  # labeled cases only (healthy fraction 0) + the test split
     pool = work / "unlabeled_pool"
-    counts = [0, p["n"], 2 * p["n"], 4 * p["n"]]
     if not (pool / "masks" / f"scan{counts[-1] - 1:03d}.nii.gz").is_file():
         write_unlabeled_scans(pool, counts[-1], p)
     datasets = {0: base}
     for j, k in enumerate(counts[1:], start=1):
-        c = Comparison(work, p, a.device, BASE_ID + j, f"{BASE_NAME}{k}", gate_dataset=BASE_ID)
+        c = Comparison(work, p, device, BASE_ID + j, f"{BASE_NAME}{k}", gate_dataset=BASE_ID)
         if not (c.raw / c.ds / "dataset.json").is_file():
             src = subset(pool, k)
             sh(
@@ -145,11 +128,36 @@ def main() -> None:
             )
         c.preprocess()
         datasets[k] = c
+    return datasets
 
+
+def plot(table: dict, runs, counts: list[int], png: Path) -> None:
+    """Tumor Dice and small-lesion sensitivity over the number of unlabeled scans, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in zip(axes, ("dice_tumor", "small_lesion_sensitivity"), ("Dice (tumor)", "small-lesion sens.")):
+        for r in runs:
+            means = [np.mean([h[key] for h in table[r.row][k] if h[key] is not None] or [np.nan]) for k in counts]
+            ax.plot(counts, means, "o-", label=r.row)
+        ax.set_xlabel("unlabeled healthy scans added")
+        ax.set_title(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def train_and_evaluate(datasets: dict[int, Comparison], runs, counts: list[int], seeds: int) -> dict:
+    """Every seed x k x method (resuming finished runs): the test-set headline, synthetic-tumor counts and the epoch
+    the tumor class first appeared, as table[method][k] = [one dict per seed]."""
     from nnunet_freetumor.evaluation.report import headline
 
     table: dict[str, dict[int, list[dict]]] = {r.row: {k: [] for k in counts} for r in runs}
-    for seed in range(p["seeds"]):
+    for seed in range(seeds):
         for k, c in datasets.items():
             for run in runs:
                 if k == 0 and run.generator is not None:
@@ -159,7 +167,32 @@ def main() -> None:
                     {**headline(c.evaluate(seed, run, model)), **synthetic_tumors(model), "onset": tumor_onset(model)}
                 )
                 print(f"seed {seed} unlabeled {k} {run.row}: {table[run.row][k][-1]}", flush=True)
+    return table
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    ap.add_argument("--quick", action="store_const", const="quick", dest="preset")
+    ap.add_argument(
+        "--rows", choices=("all", "core"), default="all", help="all: with the no-gate row; core: baseline and FreeTumor"
+    )
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--epochs", type=int, help="nnU-Net epochs of every trainer [the preset's]")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workdir", default=None, help="[benchmarks/work_scaling_<preset>]")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    a = ap.parse_args()
+    p = dict(PRESETS[a.preset], n_train=PRESETS[a.preset]["labeled"])
+    flags = ("" if a.rows == "all" else f" --rows {a.rows}") + apply_overrides(a, p, ("seeds", "epochs"))
+    runs = RUNS if a.rows == "all" else RUNS[:2]
+    work = Path(a.workdir or Path(__file__).with_name(f"work_scaling_{a.preset}")).resolve()
+    claim_workdir(work, p, a.device)
+
+    counts = [0, p["n"], 2 * p["n"], 4 * p["n"]]
+    datasets = build_datasets(work, p, a.device, counts)
+
+    table = train_and_evaluate(datasets, runs, counts, p["seeds"])
     compute = json.loads((work / "compute_seconds.json").read_text())  # all datasets share the work folder
     title = f"## Data scaling ({a.preset})"
     lines = [
@@ -205,22 +238,7 @@ def main() -> None:
             + ("; the no-gate row shows what the synthetic tumors themselves do." if a.rows == "all" else "."),
         ]
     png = Path(a.results).with_name(f"scaling_{a.preset}.png")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in zip(axes, ("dice_tumor", "small_lesion_sensitivity"), ("Dice (tumor)", "small-lesion sens.")):
-        for r in runs:
-            means = [np.mean([h[key] for h in table[r.row][k] if h[key] is not None] or [np.nan]) for k in counts]
-            ax.plot(counts, means, "o-", label=r.row)
-        ax.set_xlabel("unlabeled healthy scans added")
-        ax.set_title(label)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    plot(table, runs, counts, png)
     lines += ["", f"![scaling]({png.name})", ""]
     section = "\n".join(lines)
     write_section(Path(a.results), section, title)

@@ -376,6 +376,33 @@ def bench_generator(device: torch.device, steps: int) -> dict:
     return out
 
 
+def generator_table(gen: dict) -> list[str]:
+    """The generator-training table: before vs the defaults, samples/s and where a step's time goes."""
+    before = gen["before"]["samples_per_s"]
+    part_names = list(gen["defaults"]["parts_s"])
+    lines = [
+        "",
+        "Generator training, the same dataset and plan: before = a fixed crop of the patch, G 32-320, C 16-128, "
+        "batch 2 (the earlier defaults); defaults = tumor-centred boxes (mask + the gate's margin), G 16-128, C 8-32, "
+        "batch 4, one tumor size class per step. Per step: "
+        + ", ".join(part_names)
+        + " (forward passes timed with device synchronisation; the rest is backward passes and optimizer steps).",
+        "",
+        "| generator training | samples/s | ratio vs before | s / step (batch) | mean box voxels | "
+        + " | ".join(f"{p} [s]" for p in part_names)
+        + " | peak GPU memory [GiB] |",
+        "|---|---|---|---|---|" + "---|" * len(part_names) + "---|",
+    ]
+    for k, v in gen.items():
+        lines.append(
+            f"| {k} | {v['samples_per_s']:.2f} | {v['samples_per_s'] / before:.1f} | {v['step_s']:.2f} "
+            f"({v['batch_size']}) | {v['mean_box_voxels']:.0f} | "
+            + " | ".join(f"{v['parts_s'].get(p, 0.0):.2f}" for p in part_names)
+            + f" | {v['peak_gib']:.2f} |"
+        )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -433,28 +460,7 @@ def main() -> None:
         f"cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
     ]
     gen = bench_generator(device, steps)
-    before = gen["before"]["samples_per_s"]
-    part_names = list(gen["defaults"]["parts_s"])
-    lines += [
-        "",
-        "Generator training, the same dataset and plan: before = a fixed crop of the patch, G 32-320, C 16-128, "
-        "batch 2 (the earlier defaults); defaults = tumor-centred boxes (mask + the gate's margin), G 16-128, C 8-32, "
-        "batch 4, one tumor size class per step. Per step: "
-        + ", ".join(part_names)
-        + " (forward passes timed with device synchronisation; the rest is backward passes and optimizer steps).",
-        "",
-        "| generator training | samples/s | ratio vs before | s / step (batch) | mean box voxels | "
-        + " | ".join(f"{p} [s]" for p in part_names)
-        + " | peak GPU memory [GiB] |",
-        "|---|---|---|---|---|" + "---|" * len(part_names) + "---|",
-    ]
-    for k, v in gen.items():
-        lines.append(
-            f"| {k} | {v['samples_per_s']:.2f} | {v['samples_per_s'] / before:.1f} | {v['step_s']:.2f} "
-            f"({v['batch_size']}) | {v['mean_box_voxels']:.0f} | "
-            + " | ".join(f"{v['parts_s'].get(p, 0.0):.2f}" for p in part_names)
-            + f" | {v['peak_gib']:.2f} |"
-        )
+    lines += generator_table(gen)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     print(json.dumps({"train_step": steps_res, "da": da, "gate": gate, "generator": gen}, indent=1))
