@@ -107,6 +107,17 @@ VARIANTS = {
 }
 
 
+def variant_spec(text: str) -> tuple[str | None, str]:
+    """``--variants`` item: ``VARIANT`` (on the first appearance) or ``APPEARANCE:VARIANT``."""
+    appearance, _, name = text.rpartition(":")
+    if name not in VARIANTS or (appearance and appearance not in APPEARANCES):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected [APPEARANCE:]VARIANT with APPEARANCE in {', '.join(APPEARANCES)} and VARIANT in "
+            + ", ".join(VARIANTS)
+        )
+    return appearance or None, name
+
+
 def train_generator(c: Comparison, seed: int, p: dict, variant: str = "both") -> Path:
     """The seed's generator with the defaults (``variant="both"``, results root seed_<s>/main) or with one of
     ``VARIANTS`` (its own results root, the same S)."""
@@ -336,24 +347,21 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         nargs="*",
-        choices=list(VARIANTS),
+        type=variant_spec,
         default=None,
-        help="also train these variants (one setting changed) on seed 0 of the --variants_lesions appearances",
-    )
-    ap.add_argument(
-        "--variants_lesions",
-        nargs="+",
-        choices=APPEARANCES,
-        default=None,
-        help="the appearances the variants run on [the first of --lesions]",
+        metavar="[APPEARANCE:]VARIANT",
+        help="also train these variants (one setting changed; " + ", ".join(VARIANTS) + ") on seed 0 of APPEARANCE "
+        "[the first of --lesions], e.g. --variants paper random hyperdense:cls",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None, help="[benchmarks/work_convergence_<preset>]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     a = ap.parse_args()
-    missing = set(a.variants_lesions or ()) - set(a.lesions)
-    if missing:
-        ap.error(f"--variants_lesions {' '.join(sorted(missing))}: not among --lesions {' '.join(a.lesions)}")
+    runs_of_variants: dict[str, list[str]] = {}
+    for appearance, v in a.variants or ():
+        runs_of_variants.setdefault(appearance or a.lesions[0], []).append(v)
+    if set(runs_of_variants) - set(a.lesions):
+        ap.error(f"--variants on {' '.join(sorted(set(runs_of_variants) - set(a.lesions)))}: not among --lesions")
     p = dict(PRESETS[a.preset])
     flags = ""
     if a.seeds:
@@ -382,15 +390,13 @@ def main() -> None:
             print(f"{appearance} seed {seed}: {results[appearance][seed]['at_budget']}", flush=True)
     variants: dict[str, dict[str, dict]] = {}
     if a.variants:
-        flags += " --variants " + " ".join(a.variants)
-        if a.variants_lesions:
-            flags += " --variants_lesions " + " ".join(a.variants_lesions)
-        for appearance in a.variants_lesions or a.lesions[:1]:
-            c = comparison(work, p, a.device, appearance)
-            variants[appearance] = {}
-            for v in a.variants:
-                history = json.loads((train_generator(c, 0, p, v) / "progress.json").read_text())
-                variants[appearance][v] = {"history": history, "at_budget": within_budget(history, p["budget_min"])}
+        flags += " --variants " + " ".join(f"{w}:{v}" if w else v for w, v in a.variants)
+    for appearance, names in runs_of_variants.items():
+        c = comparison(work, p, a.device, appearance)
+        variants[appearance] = {}
+        for v in names:
+            history = json.loads((train_generator(c, 0, p, v) / "progress.json").read_text())
+            variants[appearance][v] = {"history": history, "at_budget": within_budget(history, p["budget_min"])}
     compute = sum(json.loads(f.read_text()) for f in work.glob("*/compute_seconds.json"))
     results_md = Path(a.results)
     png = results_md.with_name(f"generator_convergence_{a.preset}.png")

@@ -170,3 +170,15 @@ def test_each_row_is_read_against_the_tumors_it_trained_on():
     assert "| baseline | - | - |" in lines
     assert "| FreeTumor (T=0.7) | -32.0 ± 2.8 / -40.0 ± 0.0 | 0.60 ± 0.14 / 0.80 ± 0.00 |" in lines
     assert realism_table({}) == []
+
+
+def test_variant_spec_reads_an_optional_appearance():
+    import argparse
+
+    from benchmarks.generator_convergence import variant_spec
+
+    assert variant_spec("paper") == (None, "paper")
+    assert variant_spec("hyperdense:cls") == ("hyperdense", "cls")
+    for bad in ("hyper:cls", "hypodense:nonsense", "nonsense"):
+        with pytest.raises(argparse.ArgumentTypeError, match="APPEARANCE"):
+            variant_spec(bad)
