@@ -101,6 +101,11 @@ def main() -> int:
         except RuntimeError as e:
             fail(f"{e}. Run nnUNetv2_plan_and_preprocess -d {args.dataset} first.")
         folder = Path(pre, name)
+        if not (folder / "dataset.json").is_file():
+            fail(
+                f"{name} is not preprocessed yet ({folder / 'dataset.json'} is missing; the config is read and saved "
+                f"there). Run nnUNetv2_plan_and_preprocess -d {args.dataset} first."
+            )
         dataset_json = json.loads((folder / "dataset.json").read_text())
         cfg, source = config_for_dataset(dataset_json, folder, environ={} if args.pair else None)
         changes: dict = {}

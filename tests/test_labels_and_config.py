@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import clean_env, run
 
 from nnunet_freetumor import env
 from nnunet_freetumor.config import FreeTumorConfig, FreeTumorConfigError, OrganTumorPair
@@ -149,3 +150,20 @@ def test_size_classes_from_the_command_line_and_a_clear_error_for_a_bad_one(caps
         with pytest.raises(SystemExit):
             parse_size_class(bad)
         assert "NAME:RMIN-RMAX" in capsys.readouterr().err
+
+
+def test_freetumor_config_before_preprocessing_names_the_command_and_writes_nothing(tmp_path):
+    """The raw dataset exists, the preprocessed one not yet: one line that names nnUNetv2_plan_and_preprocess."""
+    dirs = {k: tmp_path / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for d in dirs.values():
+        d.mkdir()
+    raw = dirs["nnUNet_raw"] / "Dataset977_Raw"
+    raw.mkdir()
+    labels = {"background": 0, "liver": 1, "liver tumor": 2}
+    (raw / "dataset.json").write_text(
+        json.dumps({"labels": labels, "channel_names": {"0": "CT"}, "numTraining": 0, "file_ending": ".nii.gz"})
+    )
+    proc = run(["freetumor_config", "-d", "977", "--write"], clean_env(dirs), expect_ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not preprocessed yet" in proc.stderr and "nnUNetv2_plan_and_preprocess -d 977" in proc.stderr
+    assert list(dirs["nnUNet_preprocessed"].iterdir()) == []
