@@ -89,6 +89,6 @@ Done in $(( $(date +%s) - t0 )) s. Where to look:
   synthesized crops (image + mask outline):
       $ds_res/nnUNetTrainerHandcraftedTumor__nnUNetPlans__3d_fullres/fold_0/synthesis_epoch_*.png
       $ds_res/nnUNetTrainerFreeTumor__nnUNetPlans__3d_fullres/fold_0/synthesis_epoch_*.png (accepted / rejected)
-  generator: $gen/ (progress.png, montage_epoch_*.png, generator_final.safetensors + .json)
+  generator: $gen/ (progress.png, montage_step_*.png, generator_final.safetensors + .json)
   predictions and evaluations: $work/predictions/<trainer>/ (summary.json: nnU-Net, summary_freetumor.md: lesions)
 EOF
