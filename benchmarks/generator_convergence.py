@@ -104,6 +104,7 @@ VARIANTS = {
         ("--seg_loss", "paper", "--init", "random", "--no_mask_input"),
     ),
     "cls": ("L_cls weight 0.5 instead of 0.1 (--lambda_cls 0.5)", ("--lambda_cls", "0.5")),
+    "sharp": ("residual not blurred (--residual_blur 0)", ("--residual_blur", "0")),
 }
 
 
@@ -252,7 +253,7 @@ def report(results: dict, p: dict, preset: str, device: str, png: Path, compute_
             f"{met['fd']}/{n_seeds} (FD).",
             "",
         ]
-    lines += [f"![generator convergence]({png.name})", ""]
+    lines += [f"![generator convergence]({png.name})", "", ""]
     return "\n".join(lines)
 
 
@@ -391,7 +392,7 @@ def main() -> None:
     variants: dict[str, dict[str, dict]] = {}
     if a.variants:
         flags += " --variants " + " ".join(f"{w}:{v}" if w else v for w, v in a.variants)
-    for appearance, names in runs_of_variants.items():
+    for appearance, names in sorted(runs_of_variants.items(), key=lambda kv: APPEARANCES.index(kv[0])):
         c = comparison(work, p, a.device, appearance)
         variants[appearance] = {}
         for v in names:

@@ -94,6 +94,13 @@ def _network_options(g, d) -> None:
     )
     g.add_argument("--no_mask_input", action="store_true", help="G sees the image only (the paper's G)")
     g.add_argument(
+        "--residual_blur",
+        type=float,
+        default=d["residual_blur"].default,
+        help="sigma in voxels of the Gaussian (7 taps) that smooths tanh(G(x)), the authors' choice; 0 = none: G can "
+        "then also flatten the organ's texture inside the tumor [%(default)s]",
+    )
+    g.add_argument(
         "--crop",
         choices=CROPS,
         default=d["crop"].default,
@@ -192,6 +199,7 @@ def main() -> int:
                 seg_warmup_steps=args.seg_warmup_steps,
                 init=args.init,
                 mask_input=not args.no_mask_input,
+                residual_blur=args.residual_blur,
                 crop=args.crop,
                 crop_margin_mm=args.crop_margin_mm,
                 crop_size=tuple(args.crop_size) if args.crop_size else None,

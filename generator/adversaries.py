@@ -23,6 +23,7 @@ class Adversaries:
     def __init__(self, args: GeneratorTrainingArgs, n_organs: int, steps: int, device: torch.device, amp: bool):
         torch.manual_seed(args.seed)  # identical initial weights on every rank
         self.g_spec = networks.unet_spec(args.gen_features, 2 if args.mask_input else 1, n_organs)
+        self.g_spec["residual_blur_sigma"] = float(args.residual_blur)
         self.c_spec = networks.unet_spec(args.disc_features, 1, 3)
         self.G = networks.build(self.g_spec)
         if args.init == "zero":
@@ -82,10 +83,10 @@ class Adversaries:
 
     def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         """Resume from a checkpoint of a run with the same networks and length (one clear error otherwise)."""
-        if meta["generator"] != self.g_spec or meta["discriminator"] != self.c_spec:
+        if networks.with_defaults(meta["generator"]) != self.g_spec or meta["discriminator"] != self.c_spec:
             raise FreeTumorConfigError(
                 f"{path} has other network sizes or inputs than this run: resume with the same --gen_features, "
-                "--disc_features and --mask_input"
+                "--disc_features, --no_mask_input and --residual_blur"
             )
         if meta.get("steps") != self.steps:
             raise FreeTumorConfigError(

@@ -33,6 +33,7 @@ class GeneratorTrainingArgs:
     seg_warmup_steps: int = 0  # L_G = L_seg alone for this many steps (C trains meanwhile)
     init: str = "zero"  # zero: G's last layer starts at 0 (no change at step 0) | random
     mask_input: bool = True  # G also sees the soft tumor mask
+    residual_blur: float = 1.0  # sigma (voxels) of the Gaussian smoothing tanh(G(x)); 0 = none (the authors': 1)
     crop: str = "tumor"  # tumor: the mask's box + crop_margin_mm | patch: the whole crop_size (earlier versions)
     crop_margin_mm: float | None = None  # default: the config's gate_bbox_margin_mm (S sees what the gate sees)
     crop_size: tuple[int, ...] | None = None  # the largest crop (context), voxels: default min(96, patch size)
@@ -60,5 +61,5 @@ class GeneratorTrainingArgs:
                 raise FreeTumorConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or (self.epochs is not None and self.epochs < 1):
             raise FreeTumorConfigError("--steps, --epochs and --batch_size must be >= 1 and --lr > 0")
-        if self.monitor_every < 1 or self.seg_warmup_steps < 0:
-            raise FreeTumorConfigError("--monitor_every must be >= 1 and --seg_warmup_steps >= 0")
+        if self.monitor_every < 1 or self.seg_warmup_steps < 0 or self.residual_blur < 0:
+            raise FreeTumorConfigError("--monitor_every must be >= 1, --seg_warmup_steps and --residual_blur >= 0")

@@ -74,6 +74,25 @@ def mask_input(spec: dict[str, Any]) -> bool:
     return int(spec["input_channels"]) == 2
 
 
+# the authors' smoothing of tanh(G(x)) (7 taps, sigma 1 voxel); generators saved before the option existed used it
+RESIDUAL_BLUR = 1.0
+
+
+def residual_blur(spec: dict[str, Any]) -> float:
+    """Sigma (voxels) of the Gaussian that smooths a generator's residual (0: none)."""
+    return float(spec.get("residual_blur_sigma", RESIDUAL_BLUR))
+
+
+def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A generator spec with the keys that older checkpoints lack filled in (for comparing specs)."""
+    return {**spec, "residual_blur_sigma": residual_blur(spec)}
+
+
+def synthesis_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """What ``synthesis.residual.generator_synthesis`` needs to know about a generator besides its weights."""
+    return {"divisor": divisor(spec), "mask_input": mask_input(spec), "blur_sigma": residual_blur(spec)}
+
+
 def zero_output_layer(net: nn.Module) -> nn.Module:
     """Set the last 1x1 convolution of a dynamic-network-architectures U-Net to zero: a generator built this way
     starts with tanh(G(x)) = 0, i.e. Eq. 1 changes nothing, and learns its residual from there (instead of starting

@@ -93,9 +93,9 @@ class GeneratorTrainer:
 
     def synthesize_box(self, x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with the current G on (N, 1, *box) normalized crops and soft masks."""
-        spec, s = self.nets.g_spec, self.setup
-        div, mask_input = networks.divisor(spec), networks.mask_input(spec)
-        return generator_synthesis(self.G, x, soft, organ_index, s.norm, s.cfg.window, div, mask_input)
+        s = self.setup
+        options = networks.synthesis_options(self.nets.g_spec)
+        return generator_synthesis(self.G, x, soft, organ_index, s.norm, s.cfg.window, **options)
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """This process's samples of a step as one batch (``data.collate_step``)."""

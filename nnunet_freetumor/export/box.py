@@ -26,7 +26,7 @@ HU_IDENTITY = CTNormalization(mean=0.0, std=1.0, lower=-np.inf, upper=np.inf)
 @dataclass(frozen=True)
 class BoxGenerator:
     """A trained generator with what it was trained on: its input's spacing (mm) and CT normalization, the size its
-    input must be divisible by, and whether it is mask-conditioned."""
+    input must be divisible by, whether it is mask-conditioned and how its residual is smoothed."""
 
     network: torch.nn.Module
     spacing: tuple[float, ...]
@@ -34,6 +34,7 @@ class BoxGenerator:
     divisor: tuple[int, ...]
     mask_input: bool = False
     path: Path | None = None
+    blur_sigma: float = 1.0
 
 
 def load_box_generator(
@@ -47,7 +48,7 @@ def load_box_generator(
     """The generator trained for ``src``'s plans/configuration and ``fold`` (or ``override``), and the crop rule it was
     trained with (its checkpoint's margin and largest crop, in mm)."""
     from nnunet_freetumor.generator.checkpoint import find_generator, generator_crop_rule, load_compatible_generator
-    from nnunet_freetumor.generator.networks import divisor, mask_input
+    from nnunet_freetumor.generator.networks import synthesis_options
 
     key = src.model_key()
     where = {"dataset_name": key["dataset_name"], "plans": key["plans_name"], "configuration": key["configuration"]}
@@ -63,8 +64,7 @@ def load_box_generator(
         network=network,
         spacing=tuple(float(s) for s in meta["spacing"]),
         norm=CTNormalization(**meta["normalization"]),
-        divisor=tuple(divisor(meta["generator"])),
-        mask_input=mask_input(meta["generator"]),
+        **synthesis_options(meta["generator"]),
         path=path,
     )
     return generator, generator_crop_rule(meta, cfg)
@@ -98,7 +98,15 @@ def generator_box(
     wide = unclipped(generator.norm)  # Eq. 1's result mapped back to HU without the plan's clipping
     index = torch.tensor([organ_index], device=hu.device)
     x_hat = generator_synthesis(
-        generator.network, x, soft_g, index, wide, cfg.window, generator.divisor, generator.mask_input
+        generator.network,
+        x,
+        soft_g,
+        index,
+        wide,
+        cfg.window,
+        generator.divisor,
+        mask_input=generator.mask_input,
+        blur_sigma=generator.blur_sigma,
     )
     diff_g = wide.to_hu(x_hat) - wide.to_hu(x)
     diff = resample(diff_g, hu.shape)[0, 0]

@@ -55,16 +55,19 @@ def generator_synthesis(
     window: WindowConfig,
     divisor: Sequence[int],
     mask_input: bool = False,
+    blur_sigma: float = 1.0,
 ) -> torch.Tensor:
     """Eq. 1 with a generator: window the crops, run G (padded to its stride), take each sample's organ channel.
 
     x_norm: (B, 1, ...) normalized crops; soft: (B, 1, ...) soft masks; organ_index: (B,) index of the sample's organ
     in the config's pairs (= G's output channel). ``mask_input``: G also sees the soft mask as a second input channel
     (a mask-conditioned generator can place structure relative to the tumor's outline, e.g. a darker core inside a
-    rim; the paper's G sees the image only). Differentiable in G's parameters.
+    rim; the paper's G sees the image only). ``blur_sigma``: the residual's smoothing (voxels; the authors' 1, 0 =
+    none). Differentiable in G's parameters.
     """
     inputs = normalized_to_window(x_norm, norm, window)
     if mask_input:
         inputs = torch.cat([inputs, soft.to(inputs.dtype)], 1)
     g = forward_padded(generator, inputs, tuple(divisor))
-    return apply_residual(x_norm, soft, generator_residual(select_channel(g, organ_index).float()), norm, window)
+    residual = generator_residual(select_channel(g, organ_index).float(), blur_sigma)
+    return apply_residual(x_norm, soft, residual, norm, window)

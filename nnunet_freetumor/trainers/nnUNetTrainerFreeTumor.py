@@ -11,7 +11,7 @@ from nnunet_freetumor.generator.checkpoint import (
     generator_crop_rule,
     load_compatible_generator,
 )
-from nnunet_freetumor.generator.networks import divisor, mask_input
+from nnunet_freetumor.generator.networks import synthesis_options
 from nnunet_freetumor.synthesis.residual import generator_synthesis
 from nnunet_freetumor.training.trainer_base import DeviceSynthesisTrainerBase
 
@@ -23,8 +23,7 @@ class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
             results, **where, override=env.get(env.GENERATOR), alternatives=f" (or point {env.GENERATOR} to one)"
         )
         self.generator, meta = load_compatible_generator(path, self.freetumor_config, **where)
-        self.generator_divisor = divisor(meta["generator"])
-        self.generator_mask_input = mask_input(meta["generator"])
+        self.generator_options = synthesis_options(meta["generator"])
         self.generator_crop_rule = generator_crop_rule(meta, self.freetumor_config)
         done = f"{meta['steps_done']} steps" if "steps_done" in meta else f"{meta.get('epochs_done')} epochs"
         self.generator_info = f"{path} ({done})"
@@ -44,8 +43,7 @@ class nnUNetTrainerFreeTumor(DeviceSynthesisTrainerBase):
             organ_index,
             self.normalizations[0],
             self.freetumor_config.window,
-            self.generator_divisor,
-            mask_input=self.generator_mask_input,
+            **self.generator_options,
         )
 
 

@@ -15,10 +15,22 @@ from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, clean_env, run
 
 from nnunet_freetumor.config import FreeTumorConfigError, WindowConfig
 from nnunet_freetumor.generator import checkpoint
+from nnunet_freetumor.generator.args import GeneratorTrainingArgs
 from nnunet_freetumor.generator.data import StepSampler
 from nnunet_freetumor.generator.logbook import no_seg_signal
 from nnunet_freetumor.generator.losses import discriminator_loss, generator_adversarial_loss, seg_guided_loss
-from nnunet_freetumor.generator.networks import C_FAKE, C_REAL, build, divisor, mask_input, unet_spec, zero_output_layer
+from nnunet_freetumor.generator.networks import (
+    C_FAKE,
+    C_REAL,
+    build,
+    divisor,
+    mask_input,
+    residual_blur,
+    synthesis_options,
+    unet_spec,
+    with_defaults,
+    zero_output_layer,
+)
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.residual import generator_residual, generator_synthesis
 
@@ -96,6 +108,23 @@ def test_generator_has_one_output_channel_per_organ_and_a_bounded_smooth_residua
     assert r.abs().max() <= 1.0
     # the 7-tap blur makes the residual smoother than tanh(G(x)) itself
     assert r.diff(dim=-1).abs().mean() < torch.tanh(out[:, :1]).diff(dim=-1).abs().mean()
+
+
+def test_residual_blur_zero_lets_the_residual_flatten_one_voxel_texture_and_old_specs_mean_the_authors_blur():
+    spike = torch.zeros(1, 1, 9, 9, 9)
+    spike[..., 4, 4, 4] = 3.0  # a residual that would cancel one bright voxel (a vessel's cross-section, noise)
+    assert torch.equal(generator_residual(spike, blur_sigma=0.0), torch.tanh(spike))
+    assert generator_residual(spike, blur_sigma=1.0).max() < 0.1 * torch.tanh(spike).max()  # the blur cannot
+    old = unet_spec([4, 8], 2, 1)  # written before --residual_blur existed
+    assert residual_blur(old) == 1.0 and residual_blur({**old, "residual_blur_sigma": 0.0}) == 0.0
+    assert synthesis_options({**old, "residual_blur_sigma": 0.5}) == {
+        "divisor": (2, 2, 2),
+        "mask_input": True,
+        "blur_sigma": 0.5,
+    }
+    assert with_defaults(old) == {**old, "residual_blur_sigma": 1.0}  # resuming an old run: the same spec
+    with pytest.raises(FreeTumorConfigError, match="--residual_blur"):
+        GeneratorTrainingArgs(dataset="1", residual_blur=-1.0)
 
 
 def test_a_zero_initialised_generator_changes_nothing_at_first_and_still_learns():
