@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from nnunet_freetumor.synthesis.residual import BLUR_SIGMA
+
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 # discriminator output classes (voxel-wise, as in the authors' code): background / real tumor / fake tumor
 C_BACKGROUND, C_REAL, C_FAKE = 0, 1, 2
@@ -74,13 +76,9 @@ def mask_input(spec: dict[str, Any]) -> bool:
     return int(spec["input_channels"]) == 2
 
 
-# the authors' smoothing of tanh(G(x)) (7 taps, sigma 1 voxel); generators saved before the option existed used it
-RESIDUAL_BLUR = 1.0
-
-
 def residual_blur(spec: dict[str, Any]) -> float:
     """Sigma (voxels) of the Gaussian that smooths a generator's residual (0: none)."""
-    return float(spec.get("residual_blur_sigma", RESIDUAL_BLUR))
+    return float(spec.get("residual_blur_sigma", BLUR_SIGMA))
 
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from nnunet_freetumor.synthesis.boxes import CropRule
 from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
 from nnunet_freetumor.synthesis.intensity import CTNormalization
 from nnunet_freetumor.synthesis.resample import resample, size_at_spacing
-from nnunet_freetumor.synthesis.residual import generator_synthesis
+from nnunet_freetumor.synthesis.residual import BLUR_SIGMA, generator_synthesis
 from nnunet_freetumor.utilities.dataset import PlannedDataset
 
 # HU in, HU out: a CT normalization that is the identity and never clips (handcrafted synthesis works in HU)
@@ -34,7 +34,7 @@ class BoxGenerator:
     divisor: tuple[int, ...]
     mask_input: bool = False
     path: Path | None = None
-    blur_sigma: float = 1.0
+    blur_sigma: float = BLUR_SIGMA
 
 
 def load_box_generator(

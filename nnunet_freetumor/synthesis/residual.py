@@ -21,8 +21,11 @@ from nnunet_freetumor.synthesis.intensity import CTNormalization, normalized_to_
 from nnunet_freetumor.synthesis.masks import gaussian_blur3d
 from nnunet_freetumor.synthesis.padding import forward_padded
 
+# the authors' smoothing of tanh(G(x)): a 7-tap Gaussian of sigma 1 voxel (generators saved before it was an option)
+BLUR_SIGMA = 1.0
 
-def generator_residual(g_out: torch.Tensor, blur_sigma: float = 1.0, blur_size: int = 7) -> torch.Tensor:
+
+def generator_residual(g_out: torch.Tensor, blur_sigma: float = BLUR_SIGMA, blur_size: int = 7) -> torch.Tensor:
     """tanh(G(x)) smoothed with the authors' 7-tap, sigma-1 Gaussian. (B, 1, X, Y, Z) -> same, in [-1, 1]."""
     return gaussian_blur3d(torch.tanh(g_out), (blur_sigma,) * 3, blur_size)
 
@@ -55,7 +58,7 @@ def generator_synthesis(
     window: WindowConfig,
     divisor: Sequence[int],
     mask_input: bool = False,
-    blur_sigma: float = 1.0,
+    blur_sigma: float = BLUR_SIGMA,
 ) -> torch.Tensor:
     """Eq. 1 with a generator: window the crops, run G (padded to its stride), take each sample's organ channel.
 
