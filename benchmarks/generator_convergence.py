@@ -105,6 +105,7 @@ VARIANTS = {
     ),
     "cls": ("L_cls weight 0.5 instead of 0.1 (--lambda_cls 0.5)", ("--lambda_cls", "0.5")),
     "sharp": ("residual not blurred (--residual_blur 0)", ("--residual_blur", "0")),
+    "depth": ("G also sees the relative depth in the tumor (--depth_input)", ("--depth_input",)),
 }
 
 

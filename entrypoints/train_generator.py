@@ -94,6 +94,12 @@ def _network_options(g, d) -> None:
     )
     g.add_argument("--no_mask_input", action="store_true", help="G sees the image only (the paper's G)")
     g.add_argument(
+        "--depth_input",
+        action="store_true",
+        help="G also sees each voxel's depth inside the tumor relative to the tumor's deepest voxel (an extra input "
+        "channel), so it can paint a core and a rim at any tumor size",
+    )
+    g.add_argument(
         "--residual_blur",
         type=float,
         default=d["residual_blur"].default,
@@ -199,6 +205,7 @@ def main() -> int:
                 seg_warmup_steps=args.seg_warmup_steps,
                 init=args.init,
                 mask_input=not args.no_mask_input,
+                depth_input=args.depth_input,
                 residual_blur=args.residual_blur,
                 crop=args.crop,
                 crop_margin_mm=args.crop_margin_mm,

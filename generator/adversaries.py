@@ -22,8 +22,10 @@ PARTS = ("opt_g", "opt_c", "sched_g", "sched_c", "scaler_g", "scaler_c")
 class Adversaries:
     def __init__(self, args: GeneratorTrainingArgs, n_organs: int, steps: int, device: torch.device, amp: bool):
         torch.manual_seed(args.seed)  # identical initial weights on every rank
-        self.g_spec = networks.unet_spec(args.gen_features, 2 if args.mask_input else 1, n_organs)
+        in_channels = 1 + int(args.mask_input) + int(args.depth_input)
+        self.g_spec = networks.unet_spec(args.gen_features, in_channels, n_organs)
         self.g_spec["residual_blur_sigma"] = float(args.residual_blur)
+        self.g_spec["depth_input"] = bool(args.depth_input)
         self.c_spec = networks.unet_spec(args.disc_features, 1, 3)
         self.G = networks.build(self.g_spec)
         if args.init == "zero":
@@ -86,7 +88,7 @@ class Adversaries:
         if networks.with_defaults(meta["generator"]) != self.g_spec or meta["discriminator"] != self.c_spec:
             raise FreeTumorConfigError(
                 f"{path} has other network sizes or inputs than this run: resume with the same --gen_features, "
-                "--disc_features, --no_mask_input and --residual_blur"
+                "--disc_features, --no_mask_input, --depth_input and --residual_blur"
             )
         if meta.get("steps") != self.steps:
             raise FreeTumorConfigError(

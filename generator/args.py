@@ -34,6 +34,7 @@ class GeneratorTrainingArgs:
     seg_warmup_steps: int = 0  # L_G = L_seg alone for this many steps (C trains meanwhile)
     init: str = "zero"  # zero: G's last layer starts at 0 (no change at step 0) | random
     mask_input: bool = True  # G also sees the soft tumor mask
+    depth_input: bool = False  # G also sees each voxel's depth in the tumor relative to its deepest voxel
     residual_blur: float = BLUR_SIGMA  # sigma (voxels) of the Gaussian smoothing tanh(G(x)); 0 = none
     crop: str = "tumor"  # tumor: the mask's box + crop_margin_mm | patch: the whole crop_size (earlier versions)
     crop_margin_mm: float | None = None  # default: the config's gate_bbox_margin_mm (S sees what the gate sees)

@@ -71,9 +71,15 @@ def build(spec: dict[str, Any]) -> nn.Module:
     )
 
 
+def depth_input(spec: dict[str, Any]) -> bool:
+    """True for a generator that also sees the relative depth inside the tumor (``synthesis.masks.relative_depth``) as
+    its last input channel (older checkpoints: False)."""
+    return bool(spec.get("depth_input", False))
+
+
 def mask_input(spec: dict[str, Any]) -> bool:
-    """True for a mask-conditioned generator: it sees the soft tumor mask as a second input channel."""
-    return int(spec["input_channels"]) == 2
+    """True for a mask-conditioned generator: it sees the soft tumor mask as its second input channel."""
+    return int(spec["input_channels"]) - int(depth_input(spec)) == 2
 
 
 def residual_blur(spec: dict[str, Any]) -> float:
@@ -83,12 +89,17 @@ def residual_blur(spec: dict[str, Any]) -> float:
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     """A generator spec with the keys that older checkpoints lack filled in (for comparing specs)."""
-    return {**spec, "residual_blur_sigma": residual_blur(spec)}
+    return {**spec, "residual_blur_sigma": residual_blur(spec), "depth_input": depth_input(spec)}
 
 
 def synthesis_options(spec: dict[str, Any]) -> dict[str, Any]:
     """What ``synthesis.residual.generator_synthesis`` needs to know about a generator besides its weights."""
-    return {"divisor": divisor(spec), "mask_input": mask_input(spec), "blur_sigma": residual_blur(spec)}
+    return {
+        "divisor": divisor(spec),
+        "mask_input": mask_input(spec),
+        "depth_input": depth_input(spec),
+        "blur_sigma": residual_blur(spec),
+    }
 
 
 def zero_output_layer(net: nn.Module) -> nn.Module:

@@ -106,7 +106,8 @@ class RunSetup:
         return (
             f"generator training: {self.dataset_name} {args.configuration} fold {args.fold}, {world} process(es), "
             f"device {device}, config from {self.cfg_source}; G {g_params / 1e6:.2f} M params "
-            f"({'image + mask' if args.mask_input else 'image'} input, init {args.init}, residual blur "
+            f"({'image + mask' if args.mask_input else 'image'}{' + depth' if args.depth_input else ''} input, "
+            f"init {args.init}, residual blur "
             f"{args.residual_blur:g}), C {c_params / 1e6:.2f} M; "
             f"{crop or f'fixed crop {self.crop_size}'} at {self.spacing} mm; {self.steps} steps of {args.batch_size}; "
             f"L_seg {args.seg_loss}; {len(self.data.fake_cases)} cases with organs, {len(self.data.real_cases)} with "

@@ -35,6 +35,7 @@ class BoxGenerator:
     mask_input: bool = False
     path: Path | None = None
     blur_sigma: float = BLUR_SIGMA
+    depth_input: bool = False
 
 
 def load_box_generator(
@@ -107,6 +108,7 @@ def generator_box(
         generator.divisor,
         mask_input=generator.mask_input,
         blur_sigma=generator.blur_sigma,
+        depth_input=generator.depth_input,
     )
     diff_g = wide.to_hu(x_hat) - wide.to_hu(x)
     diff = resample(diff_g, hu.shape)[0, 0]

@@ -156,3 +156,20 @@ def soft_masks(
     sp = torch.as_tensor(spacing, dtype=torch.float64)
     out = torch.stack([gaussian_blur3d(m[None].float(), (float(s) / sp).tolist())[0] for m, s in zip(mask, sigma_mm)])
     return out * organ.to(out.dtype)
+
+
+def relative_depth(soft: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """How deep each voxel lies inside its tumor, relative to the tumor's deepest voxel: (B, 1, X, Y, Z) soft masks ->
+    same shape in [0, 1], 0 outside ``soft >= threshold``, 1 at the deepest voxels (one tumor per sample).
+
+    Depth counts the 3x3x3 erosions a voxel survives (a chessboard distance to the mask's edge, in voxels), so it runs
+    as max-pooling on any device. A mask-conditioned generator given this channel can place structure that depends on
+    depth relative to the tumor's size, e.g. a necrotic core deeper than half the tumor's maximum depth, without
+    having to measure the tumor across its own receptive field."""
+    cur = (soft >= threshold).to(soft.dtype)
+    depth = torch.zeros_like(cur)
+    while bool(cur.any()):
+        depth = depth + cur
+        cur = -F.max_pool3d(-F.pad(cur, (1,) * 6), kernel_size=3, stride=1)  # erosion; outside the box is outside
+    top = depth.flatten(1).amax(1).clamp_min(1.0).view(-1, *([1] * (depth.ndim - 1)))
+    return depth / top

@@ -18,7 +18,7 @@ from torch import nn
 
 from nnunet_freetumor.config import WindowConfig
 from nnunet_freetumor.synthesis.intensity import CTNormalization, normalized_to_window
-from nnunet_freetumor.synthesis.masks import gaussian_blur3d
+from nnunet_freetumor.synthesis.masks import gaussian_blur3d, relative_depth
 from nnunet_freetumor.synthesis.padding import forward_padded
 
 # the authors' smoothing of tanh(G(x)): a 7-tap Gaussian of sigma 1 voxel (generators saved before it was an option)
@@ -59,18 +59,22 @@ def generator_synthesis(
     divisor: Sequence[int],
     mask_input: bool = False,
     blur_sigma: float = BLUR_SIGMA,
+    depth_input: bool = False,
 ) -> torch.Tensor:
     """Eq. 1 with a generator: window the crops, run G (padded to its stride), take each sample's organ channel.
 
     x_norm: (B, 1, ...) normalized crops; soft: (B, 1, ...) soft masks; organ_index: (B,) index of the sample's organ
     in the config's pairs (= G's output channel). ``mask_input``: G also sees the soft mask as a second input channel
     (a mask-conditioned generator can place structure relative to the tumor's outline, e.g. a darker core inside a
-    rim; the paper's G sees the image only). ``blur_sigma``: the residual's smoothing (voxels; the authors' 1, 0 =
-    none). Differentiable in G's parameters.
+    rim; the paper's G sees the image only). ``depth_input``: G also sees each voxel's depth inside the tumor relative
+    to the tumor's deepest voxel (``masks.relative_depth``) as its last channel. ``blur_sigma``: the residual's
+    smoothing (voxels; the authors' 1, 0 = none). Differentiable in G's parameters.
     """
     inputs = normalized_to_window(x_norm, norm, window)
     if mask_input:
         inputs = torch.cat([inputs, soft.to(inputs.dtype)], 1)
+    if depth_input:
+        inputs = torch.cat([inputs, relative_depth(soft).to(inputs.dtype)], 1)
     g = forward_padded(generator, inputs, tuple(divisor))
     residual = generator_residual(select_channel(g, organ_index).float(), blur_sigma)
     return apply_residual(x_norm, soft, residual, norm, window)

@@ -15,6 +15,7 @@ from conftest import DATASET, DATASET_ID, GENERATOR_ARGS, Demo, clean_env, run
 
 from nnunet_freetumor.config import FreeTumorConfigError, WindowConfig
 from nnunet_freetumor.generator import checkpoint
+from nnunet_freetumor.generator.adversaries import Adversaries
 from nnunet_freetumor.generator.args import GeneratorTrainingArgs
 from nnunet_freetumor.generator.data import StepSampler
 from nnunet_freetumor.generator.logbook import no_seg_signal
@@ -23,6 +24,7 @@ from nnunet_freetumor.generator.networks import (
     C_FAKE,
     C_REAL,
     build,
+    depth_input,
     divisor,
     mask_input,
     residual_blur,
@@ -32,6 +34,7 @@ from nnunet_freetumor.generator.networks import (
     zero_output_layer,
 )
 from nnunet_freetumor.synthesis.intensity import CTNormalization
+from nnunet_freetumor.synthesis.masks import relative_depth
 from nnunet_freetumor.synthesis.residual import generator_residual, generator_synthesis
 
 
@@ -120,11 +123,50 @@ def test_residual_blur_zero_lets_the_residual_flatten_one_voxel_texture_and_old_
     assert synthesis_options({**old, "residual_blur_sigma": 0.5}) == {
         "divisor": (2, 2, 2),
         "mask_input": True,
+        "depth_input": False,
         "blur_sigma": 0.5,
     }
-    assert with_defaults(old) == {**old, "residual_blur_sigma": 1.0}  # resuming an old run: the same spec
+    assert with_defaults(old) == {**old, "residual_blur_sigma": 1.0, "depth_input": False}  # resuming an old run
     with pytest.raises(FreeTumorConfigError, match="--residual_blur"):
         GeneratorTrainingArgs(dataset="1", residual_blur=-1.0)
+
+
+class LastChannel(torch.nn.Module):
+    """A stand-in generator whose output is its last input channel (to see what G is given)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * x[:, -1:]
+
+
+def test_a_depth_conditioned_generator_sees_the_relative_depth_as_its_last_channel_and_its_spec_says_so(tmp_path):
+    soft = torch.zeros(1, 1, 12, 12, 12)
+    soft[..., 1:11, 1:11, 1:11] = 1.0
+    x = torch.zeros_like(soft)
+    norm = CTNormalization(mean=100.0, std=20.0, lower=-500.0, upper=500.0)
+    win = WindowConfig()
+    x_hat = generator_synthesis(
+        LastChannel(), x, soft, torch.tensor([0]), norm, win, (1, 1, 1), mask_input=True, depth_input=True, blur_sigma=0
+    )
+    change = (norm.to_hu(x_hat) - norm.to_hu(x))[0, 0] * win.polarity / (win.hu_max - win.hu_min)
+    expected = torch.tanh(3.0 * relative_depth(soft))[0, 0]
+    assert torch.allclose(change, expected, atol=1e-4)  # deepest at the centre, 0 at the edge
+    args = GeneratorTrainingArgs(dataset="1", depth_input=True, gen_features=(4, 8), disc_features=(4, 8), device="cpu")
+    nets = Adversaries(args, n_organs=1, steps=2, device=torch.device("cpu"), amp=False)
+    assert nets.g_spec["input_channels"] == 3 and depth_input(nets.g_spec) and mask_input(nets.g_spec)
+    assert synthesis_options(nets.g_spec)["depth_input"] and not depth_input(unet_spec([4, 8], 2, 1))
+    plain = Adversaries(
+        GeneratorTrainingArgs(dataset="1", gen_features=(4, 8), disc_features=(4, 8), device="cpu"),
+        n_organs=1,
+        steps=2,
+        device=torch.device("cpu"),
+        amp=False,
+    )
+    with pytest.raises(FreeTumorConfigError, match="--depth_input"):  # resuming a run with the other input: refused
+        nets.load_state_dict(
+            plain.state_dict(),
+            {"generator": plain.g_spec, "discriminator": plain.c_spec, "steps": 2},
+            tmp_path / "checkpoint_latest.safetensors",
+        )
 
 
 def test_a_zero_initialised_generator_changes_nothing_at_first_and_still_learns():

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from nnunet_freetumor.config import DEFAULT_SIZE_CLASSES, MaskConfig
-from nnunet_freetumor.synthesis.masks import centre_candidates, deformed_ellipsoid, sample_tumor_mask
+from nnunet_freetumor.synthesis.masks import centre_candidates, deformed_ellipsoid, relative_depth, sample_tumor_mask
 
 ANISO = (3.0, 1.5, 0.8)  # mm per axis, deliberately different
 
@@ -83,3 +84,23 @@ def test_same_seed_same_mask_and_deformation_changes_the_shape():
     bumpy = deformed_ellipsoid((10, 10, 10), (1, 1, 1), 2.5, np.random.default_rng(0))
     inner = tuple(slice((b - a) // 2, (b - a) // 2 + a) for a, b in zip(plain.shape, bumpy.shape))
     assert (bumpy[inner] != plain).sum() > 0.05 * plain.sum()
+
+
+def test_relative_depth_is_zero_outside_one_at_the_deepest_voxels_and_a_core_sits_inside_a_rim_at_any_size():
+    soft = torch.zeros(2, 1, 24, 24, 24)
+    big = torch.from_numpy(ellipsoid_organ((24, 24, 24), (12, 12, 12), (10, 10, 10)))
+    small = torch.from_numpy(ellipsoid_organ((24, 24, 24), (12, 12, 12), (3, 3, 3)))
+    soft[0, 0][big] = 1.0
+    soft[1, 0][small] = 0.9  # soft masks: inside = soft >= 0.5
+    soft[1, 0][~small] = 0.4  # a blurred edge below the threshold counts as outside
+    depth = relative_depth(soft)
+    assert depth.shape == soft.shape and torch.all(depth[0, 0][~big] == 0) and torch.all(depth[1, 0][~small] == 0)
+    assert depth[0].max() == 1.0 and depth[1].max() == 1.0  # relative to each tumor's own deepest voxel
+    assert depth[0, 0, 12, 12, 12] == 1.0 and 0 < depth[0, 0, 12, 12, 2] < 0.2  # centre deepest, edge shallow
+    for d, m in ((depth[0, 0], big), (depth[1, 0], small)):
+        core = d > 0.5
+        assert 0 < core.sum() < m.sum()
+        idx = torch.nonzero(core)
+        lo, hi = idx.min(0).values, idx.max(0).values
+        assert torch.all(lo > 12 - 10) and torch.all(hi < 12 + 10)  # the core never reaches the edge: a rim remains
+    assert torch.equal(relative_depth(torch.zeros(1, 1, 5, 5, 5)), torch.zeros(1, 1, 5, 5, 5))  # no tumor: zeros
