@@ -182,3 +182,12 @@ def test_variant_spec_reads_an_optional_appearance():
     for bad in ("hyper:cls", "hypodense:nonsense", "nonsense"):
         with pytest.raises(argparse.ArgumentTypeError, match="APPEARANCE"):
             variant_spec(bad)
+
+
+def test_a_convergence_run_on_fewer_appearances_writes_its_own_section_and_plot():
+    from benchmarks.generator_convergence import APPEARANCES, plot_name, section_name
+
+    assert section_name("cpu", list(APPEARANCES)) == "Generator convergence (cpu)"
+    assert plot_name("cpu", list(APPEARANCES)) == "generator_convergence_cpu.png"
+    assert section_name("cpu", ["heterogeneous"]) == "Generator convergence (cpu, heterogeneous)"
+    assert plot_name("cpu", ["hypodense", "heterogeneous"]) == "generator_convergence_cpu_hypodense_heterogeneous.png"
