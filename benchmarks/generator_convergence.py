@@ -15,7 +15,9 @@ heterogeneous) and every seed, in a resumable work folder (finished runs are reu
    monitor (generator/monitor.py) writes, every few steps, the synthetic tumors' median contrast to the organ around
    them, the share S labels tumor at T = 0.7 and the Fréchet distance with its same-distribution band, on a fixed set
    of held-out masks, and the real lesions' numbers beside them;
-4. the handcrafted recipe (SyntheticTumors, `nnUNetTrainerHandcraftedTumor`'s) measured the same way on the same masks.
+4. the handcrafted recipe (SyntheticTumors, `nnUNetTrainerHandcraftedTumor`'s) measured the same way on the same masks;
+5. the phantom's own lesion code painted on the same masks (as its real lesions are made, without the core, added to
+   the organ instead of replacing it): what S accepts of lesions made exactly like the real ones, on these masks.
 Then the section "## Generator convergence (<preset>)" of RESULTS.md: per appearance, each seed's numbers at the last
 monitor point within the time budget next to the targets (contrast sign and within +-25 % of the real lesions'
 median; S accepts >= 50 % of synthetic tumors; FD inside the band), and a plot of the curves
@@ -38,7 +40,7 @@ import torch
 
 from benchmarks.common import claim_workdir, sh, write_section
 from benchmarks.compare import PHANTOM_SIZE_CLASSES, Comparison, Run
-from benchmarks.monitor import build_monitor
+from benchmarks.monitor import RECIPES, build_monitor, recipe_numbers
 from benchmarks.monitor import handcrafted_numbers as monitor_handcrafted
 
 APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")
@@ -240,6 +242,8 @@ def report(
         "",
     ]
     for appearance, seeds in results.items():
+        if not seeds:  # --seeds 0: the variants (and the recipes) only
+            continue
         lines += [
             f"### {appearance}",
             "",
@@ -324,21 +328,56 @@ def variants_table(default: dict | None, variants: dict, appearance: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, png: Path) -> None:
+def recipe_table(recipes: dict) -> str:
+    """What S makes of the phantom's own lesions painted on the fixed masks (benchmarks.monitor.RECIPES), beside the
+    real lesions and the handcrafted recipe, per appearance."""
+    lines = [
+        "### The phantom's own lesions on the fixed masks",
+        "",
+        "The fixed masks of the monitor (seed 0's run, the same S) painted with the demo phantom's own lesion code "
+        "(`phantom._paint_lesion`: the appearance's offsets, texture, core and partial volume): as the phantom makes "
+        "its lesions (the organ replaced, the image noise redrawn inside), the same without a core, and the lesion "
+        "added to the organ (its texture and vessels kept, which is what Eq. 1's additive residual does unless G "
+        "cancels them). What S accepts there bounds what a generator can reach on these masks, and the rows show what "
+        "S relies on.",
+        "",
+        "| appearance | tumors | contrast HU | S accepts | mean P | FD [band] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for appearance, rows in recipes.items():
+        real = next(iter(rows.values()))
+        lines.append(
+            f"| {appearance}: real lesions (training split) | {real['n_real']} | {real['real_contrast_hu']:.1f} | "
+            f"{real['real_accept']:.2f} | {real['real_p']:.2f} | - |"
+        )
+        for name, n in rows.items():
+            label = RECIPES.get(name, "the handcrafted recipe (SyntheticTumors)")
+            lines.append(
+                f"| {appearance}: {label} | {n['n_synthetic']} | {n['synthetic_contrast_hu']:.1f} | "
+                f"{n['synthetic_accept']:.2f} | {n['synthetic_p']:.2f} | {n['fd']:.3g} [{n['fd_ref_lo']:.3g}-"
+                f"{n['fd_ref_hi']:.3g}] |"
+            )
+    return "\n".join(lines) + "\n\n"
+
+
+def plot(curves: dict, png: Path) -> None:
+    """Monitor curves per appearance (columns): ``curves[appearance][label]`` = a run (its history, and the
+    handcrafted numbers for a seed's run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, len(results), figsize=(5 * len(results), 10), squeeze=False)
-    for j, (appearance, seeds) in enumerate(results.items()):
-        for seed, r in seeds.items():
+    fig, axes = plt.subplots(3, len(curves), figsize=(5 * len(curves), 10), squeeze=False)
+    for j, (appearance, runs) in enumerate(curves.items()):
+        for label, r in runs.items():
             hist = [h for h in r["history"] if "synthetic_contrast_hu" in h]
             steps = [h["step"] for h in hist]
-            line = axes[0, j].plot(steps, [h["synthetic_contrast_hu"] for h in hist], "o-", ms=3, label=f"seed {seed}")
+            line = axes[0, j].plot(steps, [h["synthetic_contrast_hu"] for h in hist], "o-", ms=3, label=label)
             color = line[0].get_color()
             axes[0, j].axhline(hist[-1]["real_contrast_hu"], color=color, linestyle=":", linewidth=1)
-            axes[0, j].axhline(r["handcrafted"]["synthetic_contrast_hu"], color=color, linestyle="--", linewidth=1)
+            if "handcrafted" in r:
+                axes[0, j].axhline(r["handcrafted"]["synthetic_contrast_hu"], color=color, linestyle="--", linewidth=1)
             axes[1, j].plot(steps, [h["synthetic_accept"] for h in hist], "o-", ms=3, color=color)
             axes[1, j].axhline(hist[-1]["real_accept"], color=color, linestyle=":", linewidth=1)
             axes[2, j].plot(steps, [h["fd"] for h in hist], "o-", ms=3, color=color)
@@ -356,11 +395,33 @@ def plot(results: dict, png: Path) -> None:
     plt.close(fig)
 
 
+def appearance_runs(c: Comparison, p: dict, appearance: str) -> tuple[dict, dict, dict]:
+    """One appearance: its dataset and S, then the defaults' generator per seed; (the seeds' runs, S on the box vs
+    the patch, the recipes on the fixed masks)."""
+    c.dataset()
+    c.train(0, BASELINE)
+    crops = box_vs_patch(c, p)
+    recipes = {
+        **recipe_numbers(c, 0, p["monitor_n"], gate_checkpoint(c), c.work / "recipes_seed_0.json", appearance),
+        "handcrafted": handcrafted_numbers(c, 0, p),
+    }
+    seeds = {}
+    for seed in range(p["seeds"]):
+        history = json.loads((train_generator(c, seed, p) / "progress.json").read_text())
+        seeds[seed] = {
+            "history": history,
+            "at_budget": within_budget(history, p["budget_min"]),
+            "handcrafted": handcrafted_numbers(c, seed, p),
+        }
+        print(f"{appearance} seed {seed}: {seeds[seed]['at_budget']}", flush=True)
+    return seeds, crops, recipes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
     ap.add_argument("--lesions", nargs="+", choices=APPEARANCES, default=list(APPEARANCES))
-    ap.add_argument("--seeds", type=int, help="[the preset's]")
+    ap.add_argument("--seeds", type=int, help="[the preset's]; 0: only the --variants (on seed 0) and the tables of S")
     ap.add_argument(
         "--variants",
         nargs="*",
@@ -381,7 +442,7 @@ def main() -> None:
         ap.error(f"--variants on {' '.join(sorted(set(runs_of_variants) - set(a.lesions)))}: not among --lesions")
     p = dict(PRESETS[a.preset])
     flags = ""
-    if a.seeds:
+    if a.seeds is not None:
         p["seeds"] = a.seeds
         flags += f" --seeds {a.seeds}"
     if list(a.lesions) != list(APPEARANCES):
@@ -390,21 +451,11 @@ def main() -> None:
     claim_workdir(work, p, a.device)
     results: dict[str, dict] = {}
     crops: dict[str, dict] = {}
+    recipes: dict[str, dict] = {}
     for appearance in a.lesions:
-        c = comparison(work, p, a.device, appearance)
-        c.dataset()
-        results[appearance] = {}
-        c.train(0, BASELINE)
-        crops[appearance] = box_vs_patch(c, p)
-        for seed in range(p["seeds"]):
-            folder = train_generator(c, seed, p)
-            history = json.loads((folder / "progress.json").read_text())
-            results[appearance][seed] = {
-                "history": history,
-                "at_budget": within_budget(history, p["budget_min"]),
-                "handcrafted": handcrafted_numbers(c, seed, p),
-            }
-            print(f"{appearance} seed {seed}: {results[appearance][seed]['at_budget']}", flush=True)
+        results[appearance], crops[appearance], recipes[appearance] = appearance_runs(
+            comparison(work, p, a.device, appearance), p, appearance
+        )
     variants: dict[str, dict[str, dict]] = {}
     if a.variants:
         flags += " --variants " + " ".join(f"{w}:{v}" if w else v for w, v in a.variants)
@@ -417,10 +468,18 @@ def main() -> None:
     compute = sum(json.loads(f.read_text()) for f in work.glob("*/compute_seconds.json"))
     results_md = Path(a.results)
     png = results_md.with_name(plot_name(a.preset, a.lesions))
-    plot(results, png)
+    curves = {
+        appearance: {
+            **{f"seed {s}": r for s, r in results[appearance].items()},
+            **{f"{v} (seed 0)": r for v, r in variants.get(appearance, {}).items()},
+        }
+        for appearance in results
+    }
+    plot(curves, png)
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     title = section_name(a.preset, a.lesions)
     section = report(results, p, a.preset, a.device, png, compute / 3600, flags, title) + crops_table(crops)
+    section += recipe_table(recipes)
     for appearance, runs in variants.items():
         section += variants_table(results[appearance].get(0), runs, appearance) + "\n"
     write_section(results_md, section, f"## {title}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 
 def last_monitor_point(generator_folder: Path) -> dict | None:
@@ -64,3 +65,74 @@ def handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cac
     numbers, _ = monitor.evaluate(handcrafted)
     cache.write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
+
+
+# --- the phantom's own lesion recipe on the fixed masks --------------------------------------------------------------
+RECIPES = {
+    "replaced": "the phantom's recipe: the organ replaced by the lesion (its texture and noise, no vessels)",
+    "rim only": "the same without the necrotic core (the rim's contrast throughout)",
+    "added": "the phantom's lesion added to the organ (its texture and vessels kept, as Eq. 1 keeps them)",
+}
+
+
+def paint_phantom_lesion(
+    hu: np.ndarray, mask: np.ndarray, spacing, appearance: str, how: str, rng: np.random.Generator
+) -> np.ndarray:
+    """One lesion of the demo phantom's ``appearance`` painted into a healthy-organ crop ``hu`` (HU, (z, y, x)) on the
+    hard ``mask``, with the phantom's own code (``phantom._paint_lesion``: offsets, texture, core, partial volume):
+    ``how`` = "replaced" as the phantom makes its lesions (the organ under the mask replaced; the image noise redrawn
+    inside at the phantom's level), "rim only" the same with the lesion too small for a core, "added" the lesion's
+    offset and texture added to the organ (which keeps its own texture, noise and vessels). Returns a new array."""
+    from nnunet_freetumor.dataset_conversion import phantom
+    from nnunet_freetumor.evaluation.lesions import longest_diameter_mm
+    from nnunet_freetumor.synthesis.masks import bbox
+
+    if how not in RECIPES:
+        raise ValueError(f"how must be one of {list(RECIPES)}, got {how!r}")
+    spacing = np.asarray(spacing, dtype=float)
+    box = bbox(mask, pad=0)
+    base = float(np.median(hu[mask]))
+    diameter = longest_diameter_mm(mask, spacing) if how != "rim only" else 0.0  # < 10 mm: no core
+    organ, tumor = 1, 2
+    labels = np.full(hu.shape, organ, dtype=np.uint8)
+    if how == "added":
+        flat = np.full(hu.shape, base, dtype=np.float32)
+        phantom._paint_lesion(flat, labels, box, mask[box], organ, tumor, base, diameter, spacing, rng, appearance)
+        return (hu + (flat - base)).astype(np.float32)
+    out = hu.astype(np.float32).copy()
+    phantom._paint_lesion(out, labels, box, mask[box], organ, tumor, base, diameter, spacing, rng, appearance)
+    weight = partial_volume_weight(mask)  # the phantom's partial-volume weight of the lesion
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), phantom.NOISE_SMOOTHING_VOXELS)
+    sigma = float(rng.uniform(10.0, 15.0))  # the phantom's noise level
+    return out + weight * noise * (sigma / (float(noise.std()) + 1e-6))
+
+
+def partial_volume_weight(mask: np.ndarray) -> np.ndarray:
+    """The weight with which ``phantom._paint_lesion`` blends a lesion into the image at its border."""
+    soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.6)
+    soft[mask] = np.maximum(soft[mask], 0.85)
+    return soft
+
+
+def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path, appearance: str) -> dict:
+    """The monitor's numbers for the phantom's own lesions (``RECIPES``) painted on the fixed masks of the seed's
+    generator run, judged by the same S: what S accepts of lesions made exactly as the real ones are, on these masks
+    (an upper bound for G), and which part of the recipe S relies on. Cached in ``cache``."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    trainer, monitor = build_monitor(c, seed, monitor_n, gate_checkpoint)
+    norm, spacing = trainer.setup.norm, trainer.setup.spacing
+    out = {}
+    for how in RECIPES:
+        rng = np.random.default_rng(0)
+
+        def recipe(x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor, _how=how, _rng=rng) -> torch.Tensor:
+            hu = norm.to_hu(x[0, 0].float()).numpy()
+            s = soft[0, 0].numpy()
+            inside = s >= 0.5 * s.max()  # the hard mask (a tiny tumor's blurred mask may peak below 0.5)
+            painted = paint_phantom_lesion(hu, inside, spacing, appearance, _how, _rng)
+            return norm.from_hu(torch.from_numpy(painted))[None, None].to(x.dtype)
+
+        out[how], _ = monitor.evaluate(recipe)
+    cache.write_text(json.dumps(out, indent=1) + "\n")
+    return out

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from benchmarks.common import claim_workdir, format_p, mean_sd, write_section
@@ -191,3 +192,62 @@ def test_a_convergence_run_on_fewer_appearances_writes_its_own_section_and_plot(
     assert plot_name("cpu", list(APPEARANCES)) == "generator_convergence_cpu.png"
     assert section_name("cpu", ["heterogeneous"]) == "Generator convergence (cpu, heterogeneous)"
     assert plot_name("cpu", ["hypodense", "heterogeneous"]) == "generator_convergence_cpu_hypodense_heterogeneous.png"
+
+
+def test_the_phantom_recipe_on_a_mask_replaces_the_organ_or_adds_to_it_and_paints_a_core_only_when_asked():
+    from benchmarks.monitor import paint_phantom_lesion
+
+    spacing = (1.5, 1.5, 1.5)
+    grid = np.meshgrid(*[np.arange(32)] * 3, indexing="ij")
+    mask = sum((g - 16.0) ** 2 for g in grid) <= 8.0**2  # 24 mm across: a core and a rim
+    hu = np.full((32, 32, 32), 110.0, dtype=np.float32)
+    hu[:, 15:17, 15:17] = 180.0  # a vessel through the lesion
+    vessel = np.zeros_like(mask)
+    vessel[:, 15:17, 15:17] = True
+    deep = mask & (sum((g - 16.0) ** 2 for g in grid) <= 3.0**2)
+    rim = mask & (sum((g - 16.0) ** 2 for g in grid) >= 6.0**2)
+    rng = np.random.default_rng(0)
+    replaced = paint_phantom_lesion(hu, mask, spacing, "heterogeneous", "replaced", rng)
+    added = paint_phantom_lesion(hu, mask, spacing, "heterogeneous", "added", rng)
+    rim_only = paint_phantom_lesion(hu, mask, spacing, "heterogeneous", "rim only", rng)
+    for img in (replaced, added, rim_only):
+        assert np.median(img[mask & ~vessel]) < 110.0 - 15.0  # darker than the organ
+        assert np.allclose(img[:2], hu[:2])  # far from the lesion nothing changes
+    core_drop = lambda img: np.median(img[deep & ~vessel]) - np.median(img[rim & ~vessel])  # noqa: E731
+    assert core_drop(replaced) < -20.0 and core_drop(added) < -20.0 and abs(core_drop(rim_only)) < 15.0
+    vessel_gap = lambda img: np.median(img[mask & vessel]) - np.median(img[mask & ~vessel])  # noqa: E731
+    assert vessel_gap(added) > 50.0 and abs(vessel_gap(replaced)) < 25.0  # replaced: no vessel inside the lesion
+    with pytest.raises(ValueError, match="how must be one of"):
+        paint_phantom_lesion(hu, mask, spacing, "heterogeneous", "other", rng)
+
+
+def test_the_convergence_tables_and_plot_take_variant_only_runs_and_the_recipe_rows(tmp_path):
+    from benchmarks.generator_convergence import plot, recipe_table, report, variants_table
+
+    point = {
+        "step": 50,
+        "minutes": 3.0,
+        "n_synthetic": 6,
+        "n_real": 4,
+        "synthetic_contrast_hu": -30.0,
+        "real_contrast_hu": -35.0,
+        "synthetic_accept": 0.5,
+        "real_accept": 0.75,
+        "synthetic_p": 0.6,
+        "real_p": 0.8,
+        "fd": 0.05,
+        "fd_ref_lo": 0.04,
+        "fd_ref_hi": 0.06,
+    }
+    run = {"history": [{**point, "step": 0}, point], "at_budget": point}
+    p = dict(shape=(8, 8, 8), n_train=4, healthy=0.5, epochs=1, iters=1, steps=2, monitor_every=1, monitor_n=6)
+    p.update(budget_min=30)
+    text = report({"heterogeneous": {}}, p, "quick", "cpu", tmp_path / "x.png", 0.1, " --seeds 0", "T")
+    assert "### heterogeneous" not in text  # no seed was run: no per-seed table
+    assert "| defaults |" not in variants_table(None, {"depth": run}, "heterogeneous")
+    rows = {"replaced": {**point, "synthetic_accept": 0.7}, "added": point, "handcrafted": point}
+    table = recipe_table({"heterogeneous": rows})
+    assert "| heterogeneous: real lesions (training split) | 4 | -35.0 | 0.75 | 0.80 | - |" in table
+    assert "the organ replaced by the lesion" in table and "0.70" in table and "handcrafted recipe" in table
+    plot({"heterogeneous": {"depth (seed 0)": run, "seed 0": {**run, "handcrafted": point}}}, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000

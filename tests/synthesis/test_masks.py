@@ -91,8 +91,8 @@ def test_relative_depth_is_zero_outside_one_at_the_deepest_voxels_and_a_core_sit
     big = torch.from_numpy(ellipsoid_organ((24, 24, 24), (12, 12, 12), (10, 10, 10)))
     small = torch.from_numpy(ellipsoid_organ((24, 24, 24), (12, 12, 12), (3, 3, 3)))
     soft[0, 0][big] = 1.0
-    soft[1, 0][small] = 0.9  # soft masks: inside = soft >= 0.5
-    soft[1, 0][~small] = 0.4  # a blurred edge below the threshold counts as outside
+    soft[1, 0][small] = 0.45  # a tiny tumor's blurred mask peaks below 0.5: inside = soft >= half the peak
+    soft[1, 0][~small] = 0.2  # a blurred edge below that counts as outside
     depth = relative_depth(soft)
     assert depth.shape == soft.shape and torch.all(depth[0, 0][~big] == 0) and torch.all(depth[1, 0][~small] == 0)
     assert depth[0].max() == 1.0 and depth[1].max() == 1.0  # relative to each tumor's own deepest voxel
