@@ -219,7 +219,7 @@ def plot_name(preset: str, lesions: list[str]) -> str:
 
 
 def report(
-    results: dict, p: dict, preset: str, device: str, png: Path, compute_h: float, flags: str, title: str
+    results: dict, p: dict, preset: str, device: str, png: Path | None, compute_h: float, flags: str, title: str
 ) -> str:
     lines = [
         f"## {title}",
@@ -281,7 +281,7 @@ def report(
             f"{met['fd']}/{n_seeds} (FD).",
             "",
         ]
-    lines += [f"![generator convergence]({png.name})", "", ""]
+    lines += [f"![generator convergence]({png.name})", "", ""] if png is not None else [""]
     return "\n".join(lines)
 
 
@@ -483,7 +483,10 @@ def main() -> None:
         }
         for appearance in results
     }
-    plot(curves, png)
+    if any(curves.values()):
+        plot(curves, png)
+    else:  # --seeds 0 without variants: nothing trained, no curves
+        png = None
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     title = section_name(a.preset, a.lesions)
     section = report(results, p, a.preset, a.device, png, compute / 3600, flags, title) + crops_table(crops)
