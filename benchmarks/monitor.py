@@ -45,11 +45,28 @@ def build_monitor(c, seed: int, monitor_n: int, gate_checkpoint: Path, results_k
     return trainer, trainer.build_monitor()
 
 
+def cached_for_segmenter(cache: Path, gate_checkpoint: Path, compute) -> dict:
+    """``compute()``'s numbers, kept in ``cache`` with the S they were judged by (path and modification time): a
+    retrained S (or another one) computes them again instead of reusing another S's numbers."""
+    key = {"segmenter": str(gate_checkpoint), "mtime_ns": Path(gate_checkpoint).stat().st_mtime_ns}
+    if cache.is_file():
+        data = json.loads(cache.read_text())
+        if data.get("judged_by") == key:
+            return data["numbers"]
+    numbers = compute()
+    cache.write_text(json.dumps({"judged_by": key, "numbers": numbers}, indent=1) + "\n")
+    return numbers
+
+
 def handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path) -> dict:
     """The monitor's numbers for the handcrafted recipe (SyntheticTumors, as nnUNetTrainerHandcraftedTumor paints) on
-    the fixed masks of the seed's generator run, judged by the same S; cached in ``cache``."""
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    the fixed masks of the seed's generator run, judged by the same S; cached in ``cache`` (per S)."""
+    return cached_for_segmenter(
+        cache, gate_checkpoint, lambda: _handcrafted_numbers(c, seed, monitor_n, gate_checkpoint)
+    )
+
+
+def _handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path) -> dict:
     from nnunet_freetumor.synthesis.handcrafted import handcrafted_synthesis, handcrafted_texture
 
     trainer, monitor = build_monitor(c, seed, monitor_n, gate_checkpoint)
@@ -63,7 +80,6 @@ def handcrafted_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cac
         return handcrafted_synthesis(x, soft, texture, diff, norm, cfg.window.polarity)
 
     numbers, _ = monitor.evaluate(handcrafted)
-    cache.write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
 
 
@@ -117,9 +133,13 @@ def partial_volume_weight(mask: np.ndarray) -> np.ndarray:
 def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path, appearance: str) -> dict:
     """The monitor's numbers for the phantom's own lesions (``RECIPES``) painted on the fixed masks of the seed's
     generator run, judged by the same S: what S accepts of lesions made exactly as the real ones are, on these masks
-    (an upper bound for G), and which part of the recipe S relies on. Cached in ``cache``."""
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    (an upper bound for G), and which part of the recipe S relies on. Cached in ``cache`` (per S)."""
+    return cached_for_segmenter(
+        cache, gate_checkpoint, lambda: _recipe_numbers(c, seed, monitor_n, gate_checkpoint, appearance)
+    )
+
+
+def _recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, appearance: str) -> dict:
     trainer, monitor = build_monitor(c, seed, monitor_n, gate_checkpoint)
     norm, spacing = trainer.setup.norm, trainer.setup.spacing
     out = {}
@@ -134,5 +154,4 @@ def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: P
             return norm.from_hu(torch.from_numpy(painted))[None, None].to(x.dtype)
 
         out[how], _ = monitor.evaluate(recipe)
-    cache.write_text(json.dumps(out, indent=1) + "\n")
     return out

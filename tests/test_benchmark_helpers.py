@@ -251,3 +251,21 @@ def test_the_convergence_tables_and_plot_take_variant_only_runs_and_the_recipe_r
     assert "the organ replaced by the lesion" in table and "0.70" in table and "handcrafted recipe" in table
     plot({"heterogeneous": {"depth (seed 0)": run, "seed 0": {**run, "handcrafted": point}}}, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_numbers_judged_by_s_are_reused_only_for_that_s(tmp_path):
+    from benchmarks.monitor import cached_for_segmenter
+
+    s = tmp_path / "checkpoint_final.pth"
+    s.write_text("an S")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"synthetic_accept": 0.5 * len(calls)}
+
+    cache = tmp_path / "numbers.json"
+    assert cached_for_segmenter(cache, s, compute) == {"synthetic_accept": 0.5}
+    assert cached_for_segmenter(cache, s, compute) == {"synthetic_accept": 0.5} and len(calls) == 1
+    os.utime(s, ns=(1, 1))  # S retrained
+    assert cached_for_segmenter(cache, s, compute) == {"synthetic_accept": 1.0} and len(calls) == 2
