@@ -28,6 +28,11 @@ def sh(cmd: list, env: dict, log: Path) -> None:
     seconds.write_text(json.dumps(total + time.time() - t0))
 
 
+def file_stamp(path: Path) -> str:
+    """A file's path and modification time: what a cache of numbers computed from it is keyed on."""
+    return f"{path}@{Path(path).stat().st_mtime_ns}"
+
+
 def claim_workdir(work: Path, p: dict, device: str) -> None:
     """A work folder holds the runs of one set of parameters: finished runs are reused, so running again with another
     schedule, size or device in the same folder would put runs of both into one table. The first run records its

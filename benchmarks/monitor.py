@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
+
+from benchmarks.common import file_stamp
 
 
 def last_monitor_point(generator_folder: Path) -> dict | None:
@@ -48,7 +49,7 @@ def build_monitor(c, seed: int, monitor_n: int, gate_checkpoint: Path, results_k
 def cached_for_segmenter(cache: Path, gate_checkpoint: Path, compute) -> dict:
     """``compute()``'s numbers, kept in ``cache`` with the S they were judged by (path and modification time): a
     retrained S (or another one) computes them again instead of reusing another S's numbers."""
-    key = {"segmenter": str(gate_checkpoint), "mtime_ns": Path(gate_checkpoint).stat().st_mtime_ns}
+    key = file_stamp(gate_checkpoint)
     if cache.is_file():
         data = json.loads(cache.read_text())
         if data.get("judged_by") == key:
@@ -117,17 +118,8 @@ def paint_phantom_lesion(
         return (hu + (flat - base)).astype(np.float32)
     out = hu.astype(np.float32).copy()
     phantom._paint_lesion(out, labels, box, mask[box], organ, tumor, base, diameter, spacing, rng, appearance)
-    weight = partial_volume_weight(mask)  # the phantom's partial-volume weight of the lesion
-    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), phantom.NOISE_SMOOTHING_VOXELS)
     sigma = float(rng.uniform(10.0, 15.0))  # the phantom's noise level
-    return out + weight * noise * (sigma / (float(noise.std()) + 1e-6))
-
-
-def partial_volume_weight(mask: np.ndarray) -> np.ndarray:
-    """The weight with which ``phantom._paint_lesion`` blends a lesion into the image at its border."""
-    soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.6)
-    soft[mask] = np.maximum(soft[mask], 0.85)
-    return soft
+    return out + phantom.partial_volume_weight(mask) * phantom.image_noise(hu.shape, sigma, rng)
 
 
 def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path, appearance: str) -> dict:
@@ -140,6 +132,8 @@ def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: P
 
 
 def _recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, appearance: str) -> dict:
+    from nnunet_freetumor.synthesis.masks import inside_soft_mask
+
     trainer, monitor = build_monitor(c, seed, monitor_n, gate_checkpoint)
     norm, spacing = trainer.setup.norm, trainer.setup.spacing
     out = {}
@@ -148,8 +142,7 @@ def _recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, appeara
 
         def recipe(x: torch.Tensor, soft: torch.Tensor, organ_index: torch.Tensor, _how=how, _rng=rng) -> torch.Tensor:
             hu = norm.to_hu(x[0, 0].float()).numpy()
-            s = soft[0, 0].numpy()
-            inside = s >= 0.5 * s.max()  # the hard mask (a tiny tumor's blurred mask may peak below 0.5)
+            inside = inside_soft_mask(soft)[0, 0].numpy()
             painted = paint_phantom_lesion(hu, inside, spacing, appearance, _how, _rng)
             return norm.from_hu(torch.from_numpy(painted))[None, None].to(x.dtype)
 

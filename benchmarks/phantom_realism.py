@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import fmt, mean_sd, sh, write_section
+from benchmarks.common import file_stamp, fmt, mean_sd, sh, write_section
 from benchmarks.compare import PRESETS, Comparison
 from benchmarks.real_ct import frechet
 from nnunet_freetumor.realism.measures import measure_all
@@ -98,7 +98,7 @@ def fingerprint(c: Comparison, seed: int, exports: dict[str, Path]) -> dict:
     """What one seed's analysis reads: its exports (by their synthesis log's mtime) and its S's checkpoint."""
     s = c.fold(seed, "both", "nnUNetTrainerBaseline") / "checkpoint_final.pth"
     files = {m: e / "synthesis_log.json" for m, e in exports.items()} | {"S": s}
-    return {m: f"{f}@{f.stat().st_mtime_ns}" for m, f in files.items()}
+    return {m: file_stamp(f) for m, f in files.items()}
 
 
 def cached_analyse(c: Comparison, seed: int, exports: dict[str, Path], cache: dict) -> dict:

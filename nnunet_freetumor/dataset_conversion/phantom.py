@@ -395,6 +395,19 @@ def _place_lesion(
     return None
 
 
+def partial_volume_weight(mask: np.ndarray) -> np.ndarray:
+    """The weight with which a lesion on ``mask`` is blended into the image (partial volume at its border)."""
+    soft = ndimage.gaussian_filter(mask.astype(np.float32), 0.6)
+    soft[mask] = np.maximum(soft[mask], 0.85)
+    return soft
+
+
+def image_noise(shape: Sequence[int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """The phantom's image noise: white noise smoothed over ``NOISE_SMOOTHING_VOXELS``, scaled to ``sigma`` HU."""
+    noise = ndimage.gaussian_filter(rng.standard_normal(tuple(shape), dtype=np.float32), NOISE_SMOOTHING_VOXELS)
+    return noise * (sigma / (float(noise.std()) + 1e-6))
+
+
 def _paint_lesion(
     hu: np.ndarray,
     labels: np.ndarray,
@@ -457,9 +470,7 @@ def _paint_lesion(
             elif pattern == "rim":  # a brighter, still hypodense, peripheral rim
                 lesion_hu = lesion_hu + 0.35 * contrast * (m & (rel < 0.3))
     # partial volume at the border, only over this organ (never over another lesion or another tissue)
-    soft = ndimage.gaussian_filter(m.astype(np.float32), 0.6)
-    soft[m] = np.maximum(soft[m], 0.85)
-    soft *= (labels[pbox] == organ_label) | m
+    soft = partial_volume_weight(m) * ((labels[pbox] == organ_label) | m)
     hu[pbox] = hu[pbox] * (1.0 - soft) + lesion_hu * soft
     labels[pbox][m] = tumor_label
     return {"appearance": appearance, "contrast_hu": round(contrast, 1), "pattern": pattern, **extra}
@@ -513,8 +524,7 @@ def make_case(
     anatomy = make_anatomy(shape, rng, organs)
     entries, skipped = _add_lesions(anatomy, classes, organs, kidney_lesion_fraction, sp, rng, appearance)
     sigma = float(rng.uniform(10.0, 15.0))
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), NOISE_SMOOTHING_VOXELS)
-    hu = anatomy.hu + noise * (sigma / (float(noise.std()) + 1e-6))
+    hu = anatomy.hu + image_noise(shape, sigma, rng)
     image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     info = {
         "lesions": entries,

@@ -158,17 +158,22 @@ def soft_masks(
     return out * organ.to(out.dtype)
 
 
-def relative_depth(soft: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def inside_soft_mask(soft: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The tumor of each sample's soft mask: (B, ...) -> bool, soft >= ``threshold`` x the sample's peak (a tiny
+    tumor's blurred mask may peak below 0.5); all False for an empty mask."""
+    peak = soft.flatten(1).amax(1).view(-1, *([1] * (soft.ndim - 1)))
+    return (soft >= threshold * peak) & (peak > 0)
+
+
+def relative_depth(soft: torch.Tensor) -> torch.Tensor:
     """How deep each voxel lies inside its tumor, relative to the tumor's deepest voxel: (B, 1, X, Y, Z) soft masks ->
-    same shape in [0, 1], 0 outside the tumor, 1 at its deepest voxels (one tumor per sample). Inside = soft >=
-    ``threshold`` x the sample's peak (a tiny tumor's blurred mask may peak below 0.5).
+    same shape in [0, 1], 0 outside the tumor (``inside_soft_mask``), 1 at its deepest voxels (one tumor per sample).
 
     Depth counts the 3x3x3 erosions a voxel survives (a chessboard distance to the mask's edge, in voxels), so it runs
     as max-pooling on any device. A mask-conditioned generator given this channel can place structure that depends on
     depth relative to the tumor's size, e.g. a necrotic core deeper than half the tumor's maximum depth, without
     having to measure the tumor across its own receptive field."""
-    peak = soft.flatten(1).amax(1).view(-1, *([1] * (soft.ndim - 1)))
-    cur = ((soft >= threshold * peak) & (peak > 0)).to(soft.dtype)
+    cur = inside_soft_mask(soft).to(soft.dtype)
     depth = torch.zeros_like(cur)
     while bool(cur.any()):
         depth = depth + cur
