@@ -172,10 +172,17 @@ def relative_depth(soft: torch.Tensor) -> torch.Tensor:
     Depth counts the 3x3x3 erosions a voxel survives (a chessboard distance to the mask's edge, in voxels), so it runs
     as max-pooling on any device. A mask-conditioned generator given this channel can place structure that depends on
     depth relative to the tumor's size, e.g. a necrotic core deeper than half the tumor's maximum depth, without
-    having to measure the tumor across its own receptive field."""
-    cur = inside_soft_mask(soft).to(soft.dtype)
+    having to measure the tumor across its own receptive field.
+
+    One host synchronisation in all: a voxel of depth d is the centre of a (2d - 1)^3 cube inside the tumor, so d is
+    at most (n + 1) // 2 for the fewest slices n the tumor occupies along an axis; that many erosions are run."""
+    inside = inside_soft_mask(soft)
+    axes = range(2, inside.ndim)
+    occupied = torch.stack([inside.any(dim=tuple(a for a in axes if a != ax)).sum(-1) for ax in axes])  # (3, B)
+    n = int(occupied.amin(0).amax()) if inside.numel() else 0  # the fewest slices along an axis, worst sample
+    cur = inside.to(soft.dtype)
     depth = torch.zeros_like(cur)
-    while bool(cur.any()):
+    for _ in range((n + 1) // 2):
         depth = depth + cur
         cur = -F.max_pool3d(-F.pad(cur, (1,) * 6), kernel_size=3, stride=1)  # erosion; outside the box is outside
     top = depth.flatten(1).amax(1).clamp_min(1.0).view(-1, *([1] * (depth.ndim - 1)))

@@ -104,3 +104,26 @@ def test_relative_depth_is_zero_outside_one_at_the_deepest_voxels_and_a_core_sit
         lo, hi = idx.min(0).values, idx.max(0).values
         assert torch.all(lo > 12 - 10) and torch.all(hi < 12 + 10)  # the core never reaches the edge: a rim remains
     assert torch.equal(relative_depth(torch.zeros(1, 1, 5, 5, 5)), torch.zeros(1, 1, 5, 5, 5))  # no tumor: zeros
+
+
+def _depth_by_erosion_until_empty(inside: torch.Tensor) -> torch.Tensor:
+    """Reference: erode until nothing is left (one host synchronisation per erosion)."""
+    cur, depth = inside.float(), torch.zeros(inside.shape)
+    while bool(cur.any()):
+        depth += cur
+        cur = -torch.nn.functional.max_pool3d(-torch.nn.functional.pad(cur, (1,) * 6), kernel_size=3, stride=1)
+    return depth / depth.flatten(1).amax(1).clamp_min(1.0).view(-1, 1, 1, 1, 1)
+
+
+def test_relative_depth_runs_as_many_erosions_as_the_deepest_tumor_needs_on_odd_shapes():
+    g = torch.Generator().manual_seed(0)
+    soft = torch.zeros(4, 1, 9, 20, 14)
+    soft[0, 0] = (torch.rand(9, 20, 14, generator=g) > 0.3).float()  # ragged, touches the box's faces
+    soft[1, 0, 1:8, 2:18, 3:11] = 1.0  # a slab: depth limited by its thinnest axis (z: 7 slices -> 4)
+    soft[2, 0, 2:7, 2:18, 2:12] = 1.0
+    soft[2, 0, 3:6, 8:12, 2:12] = 0.0  # a tunnel through it: non-convex
+    soft[3, 0] = 1.0  # the whole box
+    expected = _depth_by_erosion_until_empty(soft >= 0.5)
+    assert torch.equal(relative_depth(soft), expected)
+    slab = relative_depth(soft[1:2])[0, 0]  # 7 slices thick in z: depth 4 at its middle slice, exactly (n + 1) // 2
+    assert slab[4, 10, 7] == 1.0 and slab[1, 10, 7] == 0.25 and slab[3, 10, 7] == 0.75
