@@ -346,8 +346,9 @@ def recipe_table(recipes: dict) -> str:
         "(`phantom._paint_lesion`: the appearance's offsets, texture, core and partial volume): as the phantom makes "
         "its lesions (the organ replaced, the image noise redrawn inside), the same without a core, and the lesion "
         "added to the organ (its texture and vessels kept, which is what Eq. 1's additive residual does unless G "
-        "cancels them). What S accepts there bounds what a generator can reach on these masks, and the rows show what "
-        "S relies on.",
+        "cancels them). What S accepts there is its rate for lesions made exactly like the real ones but never seen in "
+        "training (the real lesions' rate is for lesions S was trained on); a generator, which optimises S's P, can "
+        "exceed it. The rows also show what S relies on.",
         "",
         "| appearance | tumors | contrast HU | S accepts | mean P | FD [band] |",
         "|---|---|---|---|---|---|",

@@ -125,7 +125,8 @@ def paint_phantom_lesion(
 def recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, cache: Path, appearance: str) -> dict:
     """The monitor's numbers for the phantom's own lesions (``RECIPES``) painted on the fixed masks of the seed's
     generator run, judged by the same S: what S accepts of lesions made exactly as the real ones are, on these masks
-    (an upper bound for G), and which part of the recipe S relies on. Cached in ``cache`` (per S)."""
+    (lesions S never saw in training; G, which optimises S's P, can exceed it), and which part of the recipe S relies
+    on. Cached in ``cache`` (per S)."""
     return cached_for_segmenter(
         cache, gate_checkpoint, lambda: _recipe_numbers(c, seed, monitor_n, gate_checkpoint, appearance)
     )
