@@ -21,7 +21,8 @@ Output: $nnUNet_results/DatasetXXX_Name/FreeTumorGenerator__<plans>__<configurat
         montage_step_XXXXXX.png (the monitor's fixed tumors); training_log.txt; freetumor_config.json
 Reading the monitor (every --monitor_every steps, on fixed synthetic tumors in held-out validation cases): the
         synthetic tumors' median contrast to the organ around them should approach the real lesions' (same sign,
-        similar size); the share S labels tumor at the gate threshold should approach the real lesions' share; the
+        similar size); the share S labels tumor at the gate threshold should approach that of the validation
+        split's real lesions (held_out_real_accept; S's own training lesions, real_accept, are an upper reference); the
         Frechet distance in S's features should fall into the same-distribution band. A warning in the log says
         when S recognises none of G's tumors, and what to try.
 Defaults (see README 'Generator'): tumor-centred boxes, small G and C, L_seg = -log p (--seg_loss paper for Eq. 2),

@@ -6,7 +6,9 @@ depend on the run's seed) compare:
   cases (held out from G's and S's training) when they have healthy organ regions, else from the training cases
   (``held_out`` says which);
 - real: the lesions (connected tumor components of >= ``realism.lesions.MIN_LESION_VOXELS`` voxels) of the training
-  split, at most ``n_real``.
+  split, at most ``n_real``: S was trained on them, so S's acceptance there is an upper reference;
+- held-out real (when the validation cases have lesions): the validation split's lesions, which neither S nor G saw:
+  the fair reference for S's acceptance of G's tumors (``held_out_real_*``).
 Every K steps (``evaluate``), with G as it is:
 - contrast: mean HU inside the tumor minus the organ within 5 mm around it (``realism.measures.contrast_to_ring``),
   median over the synthetic set next to the real lesions' median (real tumors measured once: S and the data are frozen);
@@ -80,20 +82,23 @@ class RealismMonitor:
         cfg: FreeTumorConfig,
         spacing: Sequence[float],
         held_out: bool = False,
+        held_out_real: Sequence[Item] = (),
     ):
-        self.synthetic, self.real = list(synthetic), list(real)
+        self.synthetic, self.real, self.held_out_real = list(synthetic), list(real), list(held_out_real)
         self.segmenter, self.norm, self.cfg, self.held_out = segmenter, norm, cfg, held_out
         self.spacing = tuple(float(s) for s in spacing)
         self.threshold = float(cfg.gate_threshold)
         self.device = segmenter.device
-        self.real_stats = self._measure(self.real, [it.image for it in self.real])  # S and the data are frozen
+        self.real_stats = self.measure_items(self.real)  # S and the data are frozen
+        self.held_out_real_stats = self.measure_items(self.held_out_real) if self.held_out_real else None
 
     def describe(self, every: int) -> str:
         """A log line: what the monitor watches."""
         where = "held-out validation" if self.held_out else "training (no healthy validation region)"
+        unseen = f", {len(self.held_out_real)} of the validation split" if self.held_out_real else ""
         return (
             f"monitor: {len(self.synthetic)} fixed synthetic tumors in {where} cases, {len(self.real)} real lesions "
-            f"of the training split; every {every} steps"
+            f"of the training split{unseen}; every {every} steps"
         )
 
     @classmethod
@@ -106,16 +111,19 @@ class RealismMonitor:
         n: int = 32,
         n_real: int = 48,
     ) -> RealismMonitor:
-        """The fixed set of a run: ``n`` synthetic masks in the held-out cases (else the training cases) and up to
-        ``n_real`` real lesions of the training cases (see the module docstring)."""
-        synthetic, held_out = [], False
+        """The fixed set of a run: ``n`` synthetic masks in the held-out cases (else the training cases), up to
+        ``n_real`` real lesions of the training cases and of the held-out cases (see the module docstring)."""
+        synthetic, held_out, held_out_real = [], False, []
         if held_out_data is not None and held_out_data.fake_cases:
             synthetic = _fixed_regions(held_out_data, n)
             held_out = bool(synthetic)
+        if held_out_data is not None and held_out_data.real_cases:
+            held_out_real = real_lesions(held_out_data, n_real)
         if not synthetic:
             synthetic = _fixed_regions(train_data, n)
-        real = _real_lesions(train_data, n_real)
-        return cls(synthetic, real, segmenter, norm, train_data.cfg, train_data.spacing, held_out)
+        real = real_lesions(train_data, n_real)
+        cfg, spacing = train_data.cfg, train_data.spacing
+        return cls(synthetic, real, segmenter, norm, cfg, spacing, held_out, held_out_real)
 
     # --- measures ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -136,6 +144,11 @@ class RealismMonitor:
                 ps.append(float(judge(self.segmenter(x), m, self.cfg.tumor_labels, self.threshold)[0][0]))
         feats = self.segmenter.features(self.norm.to_hu(torch.stack(list(images)).float())).numpy()
         return {"contrast": contrasts, "p": list(ps), "features": feats}
+
+    def measure_items(self, items: Sequence[Item]) -> dict[str, Any]:
+        """The per-item numbers (contrast, P, S's features) of other real lesions, measured as the training split's
+        (e.g. lesions of cases S never saw)."""
+        return self._measure(items, [it.image for it in items])
 
     @torch.no_grad()
     def synthesize(
@@ -192,7 +205,11 @@ class RealismMonitor:
             "n_real": len(self.real),
             "held_out": int(self.held_out),
         }
-        for name, stats in (("synthetic", syn), ("real", real)):
+        sets = [("synthetic", syn), ("real", real)]
+        if self.held_out_real_stats is not None:
+            out["n_held_out_real"] = len(self.held_out_real)
+            sets.append(("held_out_real", self.held_out_real_stats))
+        for name, stats in sets:
             q1, med, q3 = _quantiles(stats["contrast"])
             out[f"{name}_contrast_hu"], out[f"{name}_contrast_q1"], out[f"{name}_contrast_q3"] = med, q1, q3
             p = np.asarray(stats["p"], dtype=float)
@@ -237,7 +254,7 @@ def _fixed_regions(data: GeneratorData, n: int) -> list[Item]:
     return out
 
 
-def _real_lesions(data: GeneratorData, n_real: int) -> list[Item]:
+def real_lesions(data: GeneratorData, n_real: int) -> list[Item]:
     """Every lesion of the training split's labeled cases (in a fixed order, at most ``n_real``), each in the
     context crop centred on its centre of mass (or its voxel nearest to it)."""
     out = []

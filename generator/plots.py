@@ -76,7 +76,10 @@ def save_progress_plot(history: list[dict[str, Any]], path: str | os.PathLike, t
     x, y = series("synthetic_accept")
     ax.plot(x, y, "o-", label=f"synthetic: P >= {threshold:g}")
     xr, yr = series("real_accept")
-    ax.plot(xr, yr, color="black", label="real lesions: P >= T")
+    ax.plot(xr, yr, color="black", label="real lesions S trained on: P >= T")
+    xh, yh = series("held_out_real_accept")
+    if xh:
+        ax.plot(xh, yh, color="black", linestyle="-.", label="real lesions of the validation split: P >= T")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("S labels the tumor tumor (quality gate)")
     ax.set_xlabel("optimizer step")

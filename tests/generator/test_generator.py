@@ -332,6 +332,27 @@ def test_training_boxes_hold_each_mask_with_its_margin_in_mm(demo, baseline, tmp
 
 
 @pytest.mark.e2e
+def test_the_monitor_measures_the_validation_splits_lesions_as_its_fair_reference(
+    demo, baseline, tmp_path, nnunet_paths
+):
+    from nnunet_freetumor.generator.data import CaseStore, GeneratorData
+
+    tr = make_trainer(demo, baseline, tmp_path)
+    s = tr.setup
+    assert tr.build_monitor().held_out_real == []  # fold 0's validation cases of the demo are healthy
+    lesion_cases = [c.identifier for c in s.data.real_cases]  # stand-ins for validation cases with lesions
+    store = CaseStore(s.data.store.folder, lesion_cases)
+    s.held_out_data = GeneratorData(store, s.cfg, s.crop_size, s.spacing, s.rule, require_real=False)
+    mon = tr.build_monitor()
+    assert len(mon.held_out_real) == len(mon.real) > 0
+    assert "of the validation split" in mon.describe(2)
+    n, _ = mon.evaluate(lambda x, soft, organ_index: x)
+    assert n["n_held_out_real"] == n["n_real"]  # the same lesions, measured the same way
+    assert n["held_out_real_accept"] == n["real_accept"] and n["held_out_real_p"] == pytest.approx(n["real_p"])
+    assert n["held_out_real_contrast_hu"] == pytest.approx(n["real_contrast_hu"])
+
+
+@pytest.mark.e2e
 def test_resuming_after_an_interrupted_run_continues_exactly(demo, baseline, tmp_path, nnunet_paths):
     straight = make_trainer(demo, baseline, tmp_path / "a")
     straight.run()

@@ -115,3 +115,21 @@ def test_monitor_s_acceptance_follows_the_gate_threshold():
         n, _ = mon.evaluate(darker(40.0))
         assert n["synthetic_p"] == pytest.approx(0.5, abs=0.01)
         assert n["synthetic_accept"] == accepted
+
+
+def test_monitor_reports_the_held_out_real_lesions_only_when_there_are_some():
+    """Validation lesions (neither S nor G saw them) are measured as the training lesions are, under their own keys;
+    a run without them logs no such keys."""
+    real = [item(-40.0, k) for k in range(4)]
+    held_out_real = [item(-25.0, 50 + k) for k in range(3)]
+    synthetic = [item(None, 100 + k) for k in range(12)]
+    for tumor in (True, False):
+        mon = RealismMonitor(synthetic, real, segmenter(tumor), NORM, CFG, SPACING, held_out_real=held_out_real)
+        n, _ = mon.evaluate(darker(40.0))
+        assert n["n_held_out_real"] == 3
+        assert n["held_out_real_contrast_hu"] == pytest.approx(-25.0, abs=1.5)
+        assert n["real_contrast_hu"] == pytest.approx(-40.0, abs=1.5)
+        assert n["held_out_real_accept"] == (1.0 if tumor else 0.0)
+        assert "3 of the validation split" in mon.describe(10)
+    n, _ = RealismMonitor(synthetic, real, segmenter(True), NORM, CFG, SPACING).evaluate(darker(40.0))
+    assert not any(k.startswith(("held_out_real", "n_held_out_real")) for k in n)
