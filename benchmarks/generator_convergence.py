@@ -17,7 +17,10 @@ heterogeneous) and every seed, in a resumable work folder (finished runs are reu
    of held-out masks, and the real lesions' numbers beside them;
 4. the handcrafted recipe (SyntheticTumors, `nnUNetTrainerHandcraftedTumor`'s) measured the same way on the same masks;
 5. the phantom's own lesion code painted on the same masks (as its real lesions are made, without the core, added to
-   the organ instead of replacing it): what S accepts of lesions made exactly like the real ones, on these masks.
+   the organ instead of replacing it): what S accepts of lesions made exactly like the real ones, on these masks;
+6. real lesions S never saw: 16 new phantom cases of the appearance (another seed, all with lesions), preprocessed
+   with the same plans and measured as the training lesions are: the fair reference for S's acceptance (S accepts
+   its own training lesions more readily than any other lesion, real or synthetic).
 Then the section "## Generator convergence (<preset>)" of RESULTS.md: per appearance, each seed's numbers at the last
 monitor point within the time budget next to the targets (contrast sign and within +-25 % of the real lesions'
 median; S accepts >= 50 % of synthetic tumors; FD inside the band), and a plot of the curves
@@ -40,7 +43,7 @@ import torch
 
 from benchmarks.common import claim_workdir, sh, write_section
 from benchmarks.compare import PHANTOM_SIZE_CLASSES, Comparison, Run
-from benchmarks.monitor import RECIPES, build_monitor, recipe_numbers
+from benchmarks.monitor import RECIPES, UNSEEN_SEED, build_monitor, recipe_numbers, unseen_lesion_numbers
 from benchmarks.monitor import handcrafted_numbers as monitor_handcrafted
 
 APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")
@@ -109,6 +112,10 @@ VARIANTS = {
     "cls": ("L_cls weight 0.5 instead of 0.1 (--lambda_cls 0.5)", ("--lambda_cls", "0.5")),
     "sharp": ("residual not blurred (--residual_blur 0)", ("--residual_blur", "0")),
     "depth": ("G also sees the relative depth in the tumor (--depth_input)", ("--depth_input",)),
+    "margin16": (
+        "16 mm of context around the tumor instead of the gate's 24 mm (--crop_margin_mm 16; S judges there too)",
+        ("--crop_margin_mm", "16"),
+    ),
 }
 
 
@@ -160,23 +167,39 @@ def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
     return monitor_handcrafted(c, seed, p["monitor_n"], gate_checkpoint(c), c.work / f"handcrafted_seed_{seed}.json")
 
 
+MARGINS_MM = (8, 12, 16, 24)  # context around a real lesion's box for S's P vs the margin (24: the gate's default)
+
+
 @torch.no_grad()
 def box_vs_patch(c: Comparison, p: dict) -> dict:
     """S's P (Eq. 4) on the real lesions of the training split: on the generator's tumor box (mask + margin, what L_seg
-    and the gate see) vs on the whole context crop (here the whole patch), and how often P >= T agrees."""
+    and the gate see) vs on the whole context crop (here the whole patch), and how often P >= T agrees; the same for
+    the boxes of other margins (``MARGINS_MM``): how much context S needs."""
     cache = c.work / "box_vs_patch.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    if cache.is_file() and "margins" in (cached := json.loads(cache.read_text())):
+        return cached
+    from nnunet_freetumor.synthesis.boxes import CropRule
     from nnunet_freetumor.synthesis.gate import gate_proportion
 
     trainer, monitor = run_monitor(c, 0, p)
+    s = trainer.setup
+
+    def p_on(image: torch.Tensor, mask: torch.Tensor) -> float:
+        logits = s.segmenter(image[None].float())
+        return float(gate_proportion(logits.float(), mask[None, None], s.cfg.tumor_labels)[0])
+
     box, patch = [], []
+    margins = {m: {"p": [], "voxels": []} for m in MARGINS_MM}
+    max_mm = tuple(n * sp for n, sp in zip(s.crop_size, s.spacing))
     for it in monitor.real:
         m = torch.from_numpy(it.mask)
-        for out, image, mask in ((box, it.image[(slice(None), *it.box)], m[it.box]), (patch, it.image, m)):
-            logits = trainer.setup.segmenter(image[None].float())
-            out.append(float(gate_proportion(logits.float(), mask[None, None], trainer.setup.cfg.tumor_labels)[0]))
-    t = trainer.setup.cfg.gate_threshold
+        box.append(p_on(it.image[(slice(None), *it.box)], m[it.box]))
+        patch.append(p_on(it.image, m))
+        for margin, out in margins.items():
+            b = CropRule(float(margin), max_size_mm=max_mm).box(it.mask, s.spacing)
+            out["p"].append(p_on(it.image[(slice(None), *b)], m[b]))
+            out["voxels"].append(int(np.prod([sl.stop - sl.start for sl in b])))
+    t = s.cfg.gate_threshold
     numbers = {
         "n": len(box),
         "p_box": box,
@@ -186,6 +209,18 @@ def box_vs_patch(c: Comparison, p: dict) -> dict:
         "agree": float(np.mean([(a >= t) == (b >= t) for a, b in zip(box, patch)])) if box else float("nan"),
         "accept_box": float(np.mean([a >= t for a in box])) if box else float("nan"),
         "accept_patch": float(np.mean([b >= t for b in patch])) if box else float("nan"),
+        "gate_margin_mm": float(s.rule.margin_mm),
+        "margins": {
+            str(margin): {
+                "p": out["p"],
+                "voxels_mean": float(np.mean(out["voxels"])) if box else float("nan"),
+                "accept": float(np.mean([a >= t for a in out["p"]])) if box else float("nan"),
+                "agree": float(np.mean([(a >= t) == (b >= t) for a, b in zip(out["p"], patch)]))
+                if box
+                else float("nan"),
+            }
+            for margin, out in margins.items()
+        },
     }
     cache.write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
@@ -219,7 +254,15 @@ def plot_name(preset: str, lesions: list[str]) -> str:
 
 
 def report(
-    results: dict, p: dict, preset: str, device: str, png: Path | None, compute_h: float, flags: str, title: str
+    results: dict,
+    p: dict,
+    preset: str,
+    device: str,
+    png: Path | None,
+    compute_h: float,
+    flags: str,
+    title: str,
+    unseen: dict,
 ) -> str:
     lines = [
         f"## {title}",
@@ -236,7 +279,8 @@ def report(
         f"last monitor point within {p['budget_min']} min of generator training (training + monitor time). Targets: "
         f"median contrast to the organ within 5 mm has the real lesions' sign and lies within ±"
         f"{CONTRAST_TOLERANCE:.0%} of their median; S labels >= {ACCEPT_TARGET:.0%} of the synthetic tumors tumor "
-        "(P >= 0.7; the real lesions' own rate beside it); FD inside (or below) the same-distribution band (5th-95th "
+        "(P >= 0.7; beside it the rate of S's own training lesions and of real lesions S never saw); FD inside (or "
+        "below) the same-distribution band (5th-95th "
         "percentile of the FD between N_real synthetic tumors and the rest, the real-vs-synthetic FD at the same "
         "sizes). Handcrafted: the SyntheticTumors recipe on the same masks, measured the same way.",
         "",
@@ -255,8 +299,9 @@ def report(
         lines += [
             f"### {appearance}",
             "",
-            "| seed | step | min | contrast HU: synthetic / real (target ±25 %) | S accepts: synthetic / real | "
-            "FD [band] | targets met (contrast, S, FD) | handcrafted: contrast / S accepts / FD |",
+            "| seed | step | min | contrast HU: synthetic / real (target ±25 %) | S accepts: synthetic / real "
+            "(training) / real (unseen) | FD [band] | targets met (contrast, S, FD) | handcrafted: contrast / S "
+            "accepts / FD |",
             "|---|---|---|---|---|---|---|---|",
         ]
         met = {"contrast": 0, "accept": 0, "fd": 0}
@@ -268,8 +313,8 @@ def report(
             th = targets(h)
             lines.append(
                 f"| {seed} | {n['step']} | {n['minutes']:.1f} | {n['synthetic_contrast_hu']:.1f} / "
-                f"{n['real_contrast_hu']:.1f} | {n['synthetic_accept']:.2f} / {n['real_accept']:.2f} | "
-                f"{n['fd']:.3g} [{n['fd_ref_lo']:.3g}-{n['fd_ref_hi']:.3g}] | "
+                f"{n['real_contrast_hu']:.1f} | {n['synthetic_accept']:.2f} / {n['real_accept']:.2f} / "
+                f"{unseen[appearance]['accept']:.2f} | {n['fd']:.3g} [{n['fd_ref_lo']:.3g}-{n['fd_ref_hi']:.3g}] | "
                 f"{_yes(t['contrast'])}, {_yes(t['accept'])}, {_yes(t['fd'])} | "
                 f"{h['synthetic_contrast_hu']:.1f} / {h['synthetic_accept']:.2f} / {h['fd']:.3g} "
                 f"({'in' if th['fd'] else 'outside'} band) |"
@@ -304,6 +349,22 @@ def crops_table(crops: dict) -> str:
             f"{np.mean(n['p_box']):.2f} ± {np.std(n['p_box']):.2f} | {np.mean(n['p_patch']):.2f} ± "
             f"{np.std(n['p_patch']):.2f} | {n['accept_box']:.2f} / {n['accept_patch']:.2f} | {n['agree']:.0%} |"
         )
+    lines += [
+        "",
+        "How much context does S need? The same lesions on boxes with other margins (mm around the lesion's bounding "
+        "box; the cost of S's passes grows with the box's voxels): mean P, the share with P >= T and how often the "
+        "decision agrees with the whole patch's.",
+        "",
+        "| appearance | margin [mm] | box voxels (mean) | P on the box | P >= T | decisions agree with the patch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for appearance, n in crops.items():
+        for margin, m in n["margins"].items():
+            gate = " (the gate's)" if float(margin) == n["gate_margin_mm"] else ""
+            lines.append(
+                f"| {appearance} | {margin}{gate} | {m['voxels_mean']:.0f} | {np.mean(m['p']):.2f} ± "
+                f"{np.std(m['p']):.2f} | {m['accept']:.2f} | {m['agree']:.0%} |"
+            )
     return "\n".join(lines) + "\n\n"
 
 
@@ -336,9 +397,9 @@ def variants_table(default: dict | None, variants: dict, appearance: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def recipe_table(recipes: dict) -> str:
+def recipe_table(recipes: dict, unseen: dict) -> str:
     """What S makes of the phantom's own lesions painted on the fixed masks (benchmarks.monitor.RECIPES), beside the
-    real lesions and the handcrafted recipe, per appearance."""
+    real lesions (S's training lesions and lesions it never saw) and the handcrafted recipe, per appearance."""
     lines = [
         "### The phantom's own lesions on the fixed masks",
         "",
@@ -359,6 +420,11 @@ def recipe_table(recipes: dict) -> str:
             f"| {appearance}: real lesions (training split) | {real['n_real']} | {real['real_contrast_hu']:.1f} | "
             f"{real['real_accept']:.2f} | {real['real_p']:.2f} | - |"
         )
+        u = unseen[appearance]
+        lines.append(
+            f"| {appearance}: real lesions S never saw ({u['n_cases']} new cases of the phantom, seed "
+            f"{UNSEEN_SEED}) | {u['n_lesions']} | {u['contrast_hu']:.1f} | {u['accept']:.2f} | {u['p']:.2f} | - |"
+        )
         for name, n in rows.items():
             label = RECIPES.get(name, "the handcrafted recipe (SyntheticTumors)")
             lines.append(
@@ -369,9 +435,9 @@ def recipe_table(recipes: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def plot(curves: dict, png: Path) -> None:
+def plot(curves: dict, png: Path, unseen: dict) -> None:
     """Monitor curves per appearance (columns): ``curves[appearance][label]`` = a run (its history, and the
-    handcrafted numbers for a seed's run)."""
+    handcrafted numbers for a seed's run); ``unseen[appearance]``: real lesions S never saw (a grey line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,8 +459,11 @@ def plot(curves: dict, png: Path) -> None:
             axes[2, j].fill_between(
                 steps, [h["fd_ref_lo"] for h in hist], [h["fd_ref_hi"] for h in hist], color=color, alpha=0.15
             )
+        axes[1, j].axhline(unseen[appearance]["accept"], color="grey", linestyle="-.", linewidth=1)
         axes[0, j].set_title(f"{appearance}: contrast [HU] (dotted: real, dashed: handcrafted)", fontsize=9)
-        axes[1, j].set_title("S accepts (P >= 0.7); dotted: real lesions", fontsize=9)
+        axes[1, j].set_title(
+            "S accepts (P >= 0.7); dotted: S's training lesions,\ngrey dash-dot: real lesions S never saw", fontsize=9
+        )
         axes[1, j].set_ylim(-0.02, 1.02)
         axes[2, j].set_title("FD real vs synthetic; band: same distribution", fontsize=9)
         axes[2, j].set_xlabel("optimizer step")
@@ -404,12 +473,13 @@ def plot(curves: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def appearance_runs(c: Comparison, p: dict, appearance: str) -> tuple[dict, dict, dict]:
+def appearance_runs(c: Comparison, p: dict, appearance: str) -> tuple[dict, dict, dict, dict]:
     """One appearance: its dataset and S, then the defaults' generator per seed; (the seeds' runs, S on the box vs
-    the patch, the recipes on the fixed masks)."""
+    the patch, the recipes on the fixed masks, real lesions S never saw)."""
     c.dataset()
     c.train(0, BASELINE)
     crops = box_vs_patch(c, p)
+    unseen = unseen_lesion_numbers(c, gate_checkpoint(c), c.work / "unseen_lesions.json", appearance)
     recipes = {
         **recipe_numbers(c, 0, p["monitor_n"], gate_checkpoint(c), c.work / "recipes_seed_0.json", appearance),
         "handcrafted": handcrafted_numbers(c, 0, p),
@@ -423,7 +493,7 @@ def appearance_runs(c: Comparison, p: dict, appearance: str) -> tuple[dict, dict
             "handcrafted": handcrafted_numbers(c, seed, p),
         }
         print(f"{appearance} seed {seed}: {seeds[seed]['at_budget']}", flush=True)
-    return seeds, crops, recipes
+    return seeds, crops, recipes, unseen
 
 
 def main() -> None:
@@ -461,8 +531,9 @@ def main() -> None:
     results: dict[str, dict] = {}
     crops: dict[str, dict] = {}
     recipes: dict[str, dict] = {}
+    unseen: dict[str, dict] = {}
     for appearance in a.lesions:
-        results[appearance], crops[appearance], recipes[appearance] = appearance_runs(
+        results[appearance], crops[appearance], recipes[appearance], unseen[appearance] = appearance_runs(
             comparison(work, p, a.device, appearance), p, appearance
         )
     variants: dict[str, dict[str, dict]] = {}
@@ -485,13 +556,13 @@ def main() -> None:
         for appearance in results
     }
     if any(curves.values()):
-        plot(curves, png)
+        plot(curves, png, unseen)
     else:  # --seeds 0 without variants: nothing trained, no curves
         png = None
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     title = section_name(a.preset, a.lesions)
-    section = report(results, p, a.preset, a.device, png, compute / 3600, flags, title) + crops_table(crops)
-    section += recipe_table(recipes)
+    section = report(results, p, a.preset, a.device, png, compute / 3600, flags, title, unseen) + crops_table(crops)
+    section += recipe_table(recipes, unseen)
     for appearance, runs in variants.items():
         section += variants_table(results[appearance].get(0), runs, appearance) + "\n"
     write_section(results_md, section, f"## {title}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import file_stamp
+from benchmarks.common import file_stamp, sh
 
 
 def last_monitor_point(generator_folder: Path) -> dict | None:
@@ -149,3 +150,69 @@ def _recipe_numbers(c, seed: int, monitor_n: int, gate_checkpoint: Path, appeara
 
         out[how], _ = monitor.evaluate(recipe)
     return out
+
+
+# --- real lesions S never saw ----------------------------------------------------------------------------------------
+UNSEEN_ID_OFFSET = 10  # the unseen cases' dataset id: the comparison's + this
+UNSEEN_SEED = 1  # the comparison's phantom is seed 0
+
+
+def unseen_lesion_numbers(c, gate_checkpoint: Path, cache: Path, appearance: str, n_cases: int = 16) -> dict:
+    """S's view of real lesions it never saw: the lesions of ``n_cases`` new phantom cases of ``appearance`` (another
+    seed, every case with lesions, the training split's size classes and lesions per case), preprocessed with the
+    comparison's own plans (its normalization) and measured as the monitor measures the training split's lesions
+    (contrast to the organ ring, S's P on the gate's box). The reference a generator's acceptance compares with
+    fairly: the training lesions' rate is what S gives lesions it has learned. Cached in ``cache`` (per S)."""
+    return cached_for_segmenter(
+        cache, gate_checkpoint, lambda: _unseen_lesion_numbers(c, gate_checkpoint, appearance, n_cases)
+    )
+
+
+def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: int) -> dict:
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_freetumor.generator.data import CaseStore, GeneratorData
+    from nnunet_freetumor.generator.monitor import real_lesions
+
+    dataset_id, name = c.dataset_id + UNSEEN_ID_OFFSET, f"{c.name}Unseen"
+    ds = f"Dataset{dataset_id:03d}_{name}"
+    env = {**c.base_env, "nnUNet_results": str(c.work / "unseen_results")}
+    trainer, monitor = build_monitor(c, 0, 1, gate_checkpoint)
+    s = trainer.setup
+    plans = json.loads((c.pre / c.ds / "nnUNetPlans.json").read_text())
+    folder = c.pre / ds / plans["configurations"]["3d_fullres"]["data_identifier"]
+    done = c.pre / ds / "unseen_complete.json"
+    spec = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance}
+    if not done.is_file() or json.loads(done.read_text()) != spec:
+        shutil.rmtree(c.pre / ds, ignore_errors=True)
+        shape = [str(v) for v in c.p["shape"]]
+        sh(
+            ["freetumor_make_demo_dataset", "-d", dataset_id, "--name", name, "--n_train", n_cases, "--n_test", 0]
+            + ["--healthy_fraction", 0, "--shape", *shape, "--seed", UNSEEN_SEED, "--lesions", appearance]
+            + ["--overwrite", "-o", c.raw],
+            env,
+            c.log,
+        )
+        # nnU-Net's planner would create the preprocessed folder and copy dataset.json; here the plans come from the
+        # comparison's dataset instead (nnU-Net's way of preprocessing a dataset with another dataset's plans)
+        (c.pre / ds).mkdir(parents=True, exist_ok=True)
+        shutil.copy(c.raw / ds / "dataset.json", c.pre / ds / "dataset.json")
+        sh(
+            ["nnUNetv2_move_plans_between_datasets", "-s", c.dataset_id, "-t", dataset_id, "-sp", "nnUNetPlans"],
+            env,
+            c.log,
+        )
+        sh(["nnUNetv2_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", 2], env, c.log)
+        done.write_text(json.dumps(spec) + "\n")
+    ids = infer_dataset_class(str(folder)).get_identifiers(str(folder))
+    data = GeneratorData(CaseStore(folder, ids), s.cfg, s.crop_size, s.spacing, s.rule)
+    items = real_lesions(data, 10**6)
+    stats = monitor.measure_items(items)
+    p = np.asarray(stats["p"], dtype=float)
+    return {
+        "n_cases": len(ids),
+        "n_lesions": len(items),
+        "contrast_hu": float(np.median(stats["contrast"])),
+        "accept": float(np.mean(p >= monitor.threshold)),
+        "p": float(np.mean(p)),
+    }

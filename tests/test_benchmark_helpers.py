@@ -222,7 +222,7 @@ def test_the_phantom_recipe_on_a_mask_replaces_the_organ_or_adds_to_it_and_paint
 
 
 def test_the_convergence_tables_and_plot_take_variant_only_runs_and_the_recipe_rows(tmp_path):
-    from benchmarks.generator_convergence import plot, recipe_table, report, variants_table
+    from benchmarks.generator_convergence import crops_table, plot, recipe_table, report, variants_table
 
     point = {
         "step": 50,
@@ -242,14 +242,29 @@ def test_the_convergence_tables_and_plot_take_variant_only_runs_and_the_recipe_r
     run = {"history": [{**point, "step": 0}, point], "at_budget": point}
     p = dict(shape=(8, 8, 8), n_train=4, healthy=0.5, epochs=1, iters=1, steps=2, monitor_every=1, monitor_n=6)
     p.update(budget_min=30)
-    text = report({"heterogeneous": {}}, p, "quick", "cpu", tmp_path / "x.png", 0.1, " --seeds 0", "T")
+    unseen = {"heterogeneous": {"n_cases": 16, "n_lesions": 24, "contrast_hu": -33.0, "accept": 0.25, "p": 0.5}}
+    text = report({"heterogeneous": {}}, p, "quick", "cpu", tmp_path / "x.png", 0.1, " --seeds 0", "T", unseen)
     assert "### heterogeneous" not in text  # no seed was run: no per-seed table
+    seeds = {"heterogeneous": {0: {**run, "handcrafted": point}}}
+    text = report(seeds, p, "quick", "cpu", tmp_path / "x.png", 0.1, "", "T", unseen)
+    assert "| 0 | 50 | 3.0 | -30.0 / -35.0 | 0.50 / 0.75 / 0.25 |" in text  # synthetic / training / unseen lesions
     assert "| defaults |" not in variants_table(None, {"depth": run}, "heterogeneous")
     rows = {"replaced": {**point, "synthetic_accept": 0.7}, "added": point, "handcrafted": point}
-    table = recipe_table({"heterogeneous": rows})
+    table = recipe_table({"heterogeneous": rows}, unseen)
     assert "| heterogeneous: real lesions (training split) | 4 | -35.0 | 0.75 | 0.80 | - |" in table
+    assert (
+        "| heterogeneous: real lesions S never saw (16 new cases of the phantom, seed 1) | 24 | -33.0 | 0.25 |" in table
+    )
     assert "the organ replaced by the lesion" in table and "0.70" in table and "handcrafted recipe" in table
-    plot({"heterogeneous": {"depth (seed 0)": run, "seed 0": {**run, "handcrafted": point}}}, tmp_path / "c.png")
+    curves = {"heterogeneous": {"depth (seed 0)": run, "seed 0": {**run, "handcrafted": point}}}
+    plot(curves, tmp_path / "c.png", unseen)
+    margins = {"12": {"p": [0.2, 0.9], "voxels_mean": 3000.0, "accept": 0.5, "agree": 0.5}}
+    margins["24"] = {"p": [0.8, 0.9], "voxels_mean": 9000.0, "accept": 1.0, "agree": 1.0}
+    crops = {"n": 2, "p_box": [0.8, 0.9], "p_patch": [0.8, 0.9], "box_shape_mean_voxels": 9000.0, "patch_voxels": 20000}
+    crops.update(agree=1.0, accept_box=1.0, accept_patch=1.0, gate_margin_mm=24.0, margins=margins)
+    table = crops_table({"heterogeneous": crops})
+    assert "| heterogeneous | 12 | 3000 | 0.55 ± 0.35 | 0.50 | 50% |" in table
+    assert "| heterogeneous | 24 (the gate's) | 9000 | 0.85 ± 0.05 | 1.00 | 100% |" in table
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
