@@ -43,7 +43,14 @@ import torch
 
 from benchmarks.common import claim_workdir, sh, write_section
 from benchmarks.compare import PHANTOM_SIZE_CLASSES, Comparison, Run
-from benchmarks.monitor import RECIPES, UNSEEN_SEED, build_monitor, recipe_numbers, unseen_lesion_numbers
+from benchmarks.monitor import (
+    RECIPES,
+    UNSEEN_SEED,
+    build_monitor,
+    cached_for_segmenter,
+    recipe_numbers,
+    unseen_lesion_numbers,
+)
 from benchmarks.monitor import handcrafted_numbers as monitor_handcrafted
 
 APPEARANCES = ("hypodense", "hyperdense", "heterogeneous")
@@ -170,14 +177,16 @@ def handcrafted_numbers(c: Comparison, seed: int, p: dict) -> dict:
 MARGINS_MM = (8, 12, 16, 24)  # context around a real lesion's box for S's P vs the margin (24: the gate's default)
 
 
-@torch.no_grad()
 def box_vs_patch(c: Comparison, p: dict) -> dict:
     """S's P (Eq. 4) on the real lesions of the training split: on the generator's tumor box (mask + margin, what L_seg
     and the gate see) vs on the whole context crop (here the whole patch), and how often P >= T agrees; the same for
-    the boxes of other margins (``MARGINS_MM``): how much context S needs."""
-    cache = c.work / "box_vs_patch.json"
-    if cache.is_file() and "margins" in (cached := json.loads(cache.read_text())):
-        return cached
+    the boxes of other margins (``MARGINS_MM``): how much context S needs. Cached per S and margins."""
+    setting = {"margins_mm": list(MARGINS_MM)}
+    return cached_for_segmenter(c.work / "box_vs_patch.json", gate_checkpoint(c), lambda: _box_vs_patch(c, p), setting)
+
+
+@torch.no_grad()
+def _box_vs_patch(c: Comparison, p: dict) -> dict:
     from nnunet_freetumor.synthesis.boxes import CropRule
     from nnunet_freetumor.synthesis.gate import gate_proportion
 
@@ -222,7 +231,6 @@ def box_vs_patch(c: Comparison, p: dict) -> dict:
             for margin, out in margins.items()
         },
     }
-    cache.write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
 
 

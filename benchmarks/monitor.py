@@ -47,10 +47,11 @@ def build_monitor(c, seed: int, monitor_n: int, gate_checkpoint: Path, results_k
     return trainer, trainer.build_monitor()
 
 
-def cached_for_segmenter(cache: Path, gate_checkpoint: Path, compute) -> dict:
-    """``compute()``'s numbers, kept in ``cache`` with the S they were judged by (path and modification time): a
-    retrained S (or another one) computes them again instead of reusing another S's numbers."""
-    key = file_stamp(gate_checkpoint)
+def cached_for_segmenter(cache: Path, gate_checkpoint: Path, compute, setting: dict | None = None) -> dict:
+    """``compute()``'s numbers, kept in ``cache`` with the S they were judged by (path and modification time) and the
+    ``setting`` they were computed with: a retrained S (or another one), or another setting, computes them again
+    instead of reusing numbers that are not theirs."""
+    key = file_stamp(gate_checkpoint) if setting is None else [file_stamp(gate_checkpoint), setting]
     if cache.is_file():
         data = json.loads(cache.read_text())
         if data.get("judged_by") == key:
@@ -163,8 +164,9 @@ def unseen_lesion_numbers(c, gate_checkpoint: Path, cache: Path, appearance: str
     comparison's own plans (its normalization) and measured as the monitor measures the training split's lesions
     (contrast to the organ ring, S's P on the gate's box). The reference a generator's acceptance compares with
     fairly: the training lesions' rate is what S gives lesions it has learned. Cached in ``cache`` (per S)."""
+    setting = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance, "shape": list(c.p["shape"])}
     return cached_for_segmenter(
-        cache, gate_checkpoint, lambda: _unseen_lesion_numbers(c, gate_checkpoint, appearance, n_cases)
+        cache, gate_checkpoint, lambda: _unseen_lesion_numbers(c, gate_checkpoint, appearance, n_cases), setting
     )
 
 
@@ -182,7 +184,8 @@ def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: i
     plans = json.loads((c.pre / c.ds / "nnUNetPlans.json").read_text())
     folder = c.pre / ds / plans["configurations"]["3d_fullres"]["data_identifier"]
     done = c.pre / ds / "unseen_complete.json"
-    spec = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance}
+    # the cases are made again when they are not these (the plans are copied with them)
+    spec = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance, "shape": list(c.p["shape"])}
     if not done.is_file() or json.loads(done.read_text()) != spec:
         shutil.rmtree(c.pre / ds, ignore_errors=True)
         shape = [str(v) for v in c.p["shape"]]
@@ -207,12 +210,15 @@ def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: i
     ids = infer_dataset_class(str(folder)).get_identifiers(str(folder))
     data = GeneratorData(CaseStore(folder, ids), s.cfg, s.crop_size, s.spacing, s.rule)
     items = real_lesions(data, 10**6)
+    if not items:
+        raise SystemExit(f"no lesion of >= MIN_LESION_VOXELS voxels in the {len(ids)} unseen cases of {folder}")
     stats = monitor.measure_items(items)
     p = np.asarray(stats["p"], dtype=float)
-    return {
+    contrast = np.asarray(stats["contrast"], dtype=float)
+    return {  # as the monitor summarises a set: contrasts without an organ ring and undefined P left out / rejected
         "n_cases": len(ids),
         "n_lesions": len(items),
-        "contrast_hu": float(np.median(stats["contrast"])),
-        "accept": float(np.mean(p >= monitor.threshold)),
-        "p": float(np.mean(p)),
+        "contrast_hu": float(np.median(contrast[np.isfinite(contrast)])),
+        "accept": float(np.mean(np.nan_to_num(p, nan=-1.0) >= monitor.threshold)),
+        "p": float(np.nanmean(p)),
     }

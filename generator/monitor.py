@@ -255,8 +255,9 @@ def _fixed_regions(data: GeneratorData, n: int) -> list[Item]:
 
 
 def real_lesions(data: GeneratorData, n_real: int) -> list[Item]:
-    """Every lesion of the training split's labeled cases (in a fixed order, at most ``n_real``), each in the
-    context crop centred on its centre of mass (or its voxel nearest to it)."""
+    """Every lesion of ``data``'s labeled cases (the training split's, the validation split's or any other cases';
+    in a fixed order, at most ``n_real``), each in the context crop centred on its centre of mass (or its voxel
+    nearest to it)."""
     out = []
     rng = np.random.default_rng(MONITOR_SEED)
     for case in [data.real_cases[i] for i in rng.permutation(len(data.real_cases))]:

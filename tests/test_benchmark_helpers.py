@@ -284,3 +284,8 @@ def test_numbers_judged_by_s_are_reused_only_for_that_s(tmp_path):
     assert cached_for_segmenter(cache, s, compute) == {"synthetic_accept": 0.5} and len(calls) == 1
     os.utime(s, ns=(1, 1))  # S retrained
     assert cached_for_segmenter(cache, s, compute) == {"synthetic_accept": 1.0} and len(calls) == 2
+    # another setting (e.g. other margins, other unseen cases) is computed anew, the same one reused
+    assert cached_for_segmenter(cache, s, compute, {"margins_mm": [8, 24]}) == {"synthetic_accept": 1.5}
+    assert cached_for_segmenter(cache, s, compute, {"margins_mm": [8, 24]}) == {"synthetic_accept": 1.5}
+    assert cached_for_segmenter(cache, s, compute, {"margins_mm": [12, 24]}) == {"synthetic_accept": 2.0}
+    assert len(calls) == 4
