@@ -166,11 +166,11 @@ def unseen_lesion_numbers(c, gate_checkpoint: Path, cache: Path, appearance: str
     fairly: the training lesions' rate is what S gives lesions it has learned. Cached in ``cache`` (per S)."""
     setting = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance, "shape": list(c.p["shape"])}
     return cached_for_segmenter(
-        cache, gate_checkpoint, lambda: _unseen_lesion_numbers(c, gate_checkpoint, appearance, n_cases), setting
+        cache, gate_checkpoint, lambda: _unseen_lesion_numbers(c, gate_checkpoint, setting), setting
     )
 
 
-def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: int) -> dict:
+def _unseen_lesion_numbers(c, gate_checkpoint: Path, setting: dict) -> dict:
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     from nnunet_freetumor.generator.data import CaseStore, GeneratorData
@@ -185,13 +185,12 @@ def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: i
     folder = c.pre / ds / plans["configurations"]["3d_fullres"]["data_identifier"]
     done = c.pre / ds / "unseen_complete.json"
     # the cases are made again when they are not these (the plans are copied with them)
-    spec = {"cases": n_cases, "seed": UNSEEN_SEED, "appearance": appearance, "shape": list(c.p["shape"])}
-    if not done.is_file() or json.loads(done.read_text()) != spec:
+    if not done.is_file() or json.loads(done.read_text()) != setting:
         shutil.rmtree(c.pre / ds, ignore_errors=True)
-        shape = [str(v) for v in c.p["shape"]]
+        cases, seed, appearance, shape = (setting[k] for k in ("cases", "seed", "appearance", "shape"))
         sh(
-            ["freetumor_make_demo_dataset", "-d", dataset_id, "--name", name, "--n_train", n_cases, "--n_test", 0]
-            + ["--healthy_fraction", 0, "--shape", *shape, "--seed", UNSEEN_SEED, "--lesions", appearance]
+            ["freetumor_make_demo_dataset", "-d", dataset_id, "--name", name, "--n_train", cases, "--n_test", 0]
+            + ["--healthy_fraction", 0, "--shape", *shape, "--seed", seed, "--lesions", appearance]
             + ["--overwrite", "-o", c.raw],
             env,
             c.log,
@@ -206,19 +205,11 @@ def _unseen_lesion_numbers(c, gate_checkpoint: Path, appearance: str, n_cases: i
             c.log,
         )
         sh(["nnUNetv2_preprocess", "-d", dataset_id, "-c", "3d_fullres", "-np", 2], env, c.log)
-        done.write_text(json.dumps(spec) + "\n")
+        done.write_text(json.dumps(setting) + "\n")
     ids = infer_dataset_class(str(folder)).get_identifiers(str(folder))
     data = GeneratorData(CaseStore(folder, ids), s.cfg, s.crop_size, s.spacing, s.rule)
     items = real_lesions(data, 10**6)
     if not items:
         raise SystemExit(f"no lesion of >= MIN_LESION_VOXELS voxels in the {len(ids)} unseen cases of {folder}")
-    stats = monitor.measure_items(items)
-    p = np.asarray(stats["p"], dtype=float)
-    contrast = np.asarray(stats["contrast"], dtype=float)
-    return {  # as the monitor summarises a set: contrasts without an organ ring and undefined P left out / rejected
-        "n_cases": len(ids),
-        "n_lesions": len(items),
-        "contrast_hu": float(np.median(contrast[np.isfinite(contrast)])),
-        "accept": float(np.mean(np.nan_to_num(p, nan=-1.0) >= monitor.threshold)),
-        "p": float(np.nanmean(p)),
-    }
+    summary = monitor.summarise(monitor.measure_items(items))  # as the monitor summarises the training lesions
+    return {"n_cases": len(ids), "n_lesions": len(items), **{k: summary[k] for k in ("contrast_hu", "accept", "p")}}

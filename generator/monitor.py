@@ -145,6 +145,20 @@ class RealismMonitor:
         feats = self.segmenter.features(self.norm.to_hu(torch.stack(list(images)).float())).numpy()
         return {"contrast": contrasts, "p": list(ps), "features": feats}
 
+    def summarise(self, stats: dict[str, Any]) -> dict[str, float]:
+        """One set's numbers from its per-item ones (``measure_items``): the median contrast and its quartiles
+        (tumors without an organ ring left out), the share with P >= T (an undefined P counts as rejected) and the
+        mean P."""
+        q1, med, q3 = _quantiles(stats["contrast"])
+        p = np.asarray(stats["p"], dtype=float)
+        return {
+            "contrast_hu": med,
+            "contrast_q1": q1,
+            "contrast_q3": q3,
+            "accept": float(np.mean(np.nan_to_num(p, nan=-1.0) >= self.threshold)) if len(p) else 0.0,
+            "p": float(np.nanmean(p)) if len(p) else float("nan"),
+        }
+
     def measure_items(self, items: Sequence[Item]) -> dict[str, Any]:
         """The per-item numbers (contrast, P, S's features) of other real lesions, measured as the training split's
         (e.g. lesions of cases S never saw)."""
@@ -210,11 +224,7 @@ class RealismMonitor:
             out["n_held_out_real"] = len(self.held_out_real)
             sets.append(("held_out_real", self.held_out_real_stats))
         for name, stats in sets:
-            q1, med, q3 = _quantiles(stats["contrast"])
-            out[f"{name}_contrast_hu"], out[f"{name}_contrast_q1"], out[f"{name}_contrast_q3"] = med, q1, q3
-            p = np.asarray(stats["p"], dtype=float)
-            out[f"{name}_accept"] = float(np.mean(np.nan_to_num(p, nan=-1.0) >= self.threshold)) if len(p) else 0.0
-            out[f"{name}_p"] = float(np.nanmean(p)) if len(p) else float("nan")
+            out.update({f"{name}_{k}": v for k, v in self.summarise(stats).items()})
         out.update(self._fd(real["features"], syn["features"]))
         return out, images
 
