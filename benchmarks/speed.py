@@ -158,27 +158,34 @@ def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID):
 
 
 def bench_train_step(device: torch.device, steps: int) -> dict:
-    """Same pre-drawn batches for every trainer of a kind (candidates everywhere: p_synthesis = 1)."""
-    out = {}
+    """Same pre-drawn batches for every trainer of a kind (candidates everywhere: p_synthesis = 1). The trainers take
+    turns, one step each per round, so a machine that speeds up or slows down during the run (a shared VM) weighs on
+    all of them alike."""
+    trainers, batches, timers, seconds = {}, {}, {}, {}
     for name in TRAINERS:
-        tr = make_trainer(name, device)
-        batches = [next(tr.dataloader_train) for _ in range(steps + 1)]
-        timer = Timer(device)
+        tr = trainers[name] = make_trainer(name, device)
+        batches[name] = [next(tr.dataloader_train) for _ in range(steps + 1)]
+        timer = timers[name] = Timer(device)
         if hasattr(tr, "synthesize_crops"):
             timer.wrap(tr, "synthesize_crops", "generator" if "FreeTumor" in name else "synthesis")
             if getattr(tr, "gate_model", None) is not None:
                 timer.wrap(tr, "gate_model", "gate")
-        tr.train_step(batches[0])  # warm-up (allocations, cudnn autotune)
+        tr.train_step(batches[name][0])  # warm-up (allocations, cudnn autotune)
         timer.total.clear()
-        sync(device)
-        t = time.perf_counter()
-        for b in batches[1:]:
-            tr.train_step(b)
-        sync(device)
-        total = (time.perf_counter() - t) / steps
-        out[name] = {"step_s": total, **{k: v / steps for k, v in timer.total.items()}}
+        seconds[name] = 0.0
+    for i in range(1, steps + 1):
+        for name, tr in trainers.items():
+            sync(device)
+            t = time.perf_counter()
+            tr.train_step(batches[name][i])
+            sync(device)
+            seconds[name] += time.perf_counter() - t
+    out = {
+        name: {"step_s": seconds[name] / steps, **{k: v / steps for k, v in timers[name].total.items()}}
+        for name in TRAINERS
+    }
+    for tr in trainers.values():
         tr.on_train_end = lambda: None
-        del tr
     return out
 
 
@@ -328,6 +335,63 @@ class Timed:
         return getattr(self._fn, name)
 
 
+def conv_flops(network: torch.nn.Module, forward) -> int:
+    """Floating-point operations (multiply and add counted apart) of ``network``'s 3-D convolutions and transposed
+    convolutions while ``forward()`` runs (the rest of a U-Net, norms and nonlinearities, is a few percent)."""
+    total = [0]
+
+    def count(m, inputs, output):
+        k = m.weight.shape  # conv: (out, in/groups, *kernel); transposed: (in, out/groups, *kernel)
+        # a convolution's output voxel gathers in/groups x kernel products; a transposed one's input voxel spreads
+        # over out/groups x kernel
+        voxels = output.numel() if isinstance(m, torch.nn.Conv3d) else inputs[0].numel()
+        total[0] += 2 * voxels * int(np.prod(k[1:]))
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in network.modules()
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))
+    ]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """What this device does in fp32 on a large matrix product (GFLOP/s): the ceiling for convolutions."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def s_alone(segmenter, boxes: list[torch.Tensor], device: torch.device, autocast) -> dict:
+    """The frozen S's forward + backward to its input (what L_seg costs, nothing else) on the boxes of the timed
+    steps: seconds per step and GFLOP/s (S's convolution FLOPs, the backward counted as one more forward: it
+    computes input gradients only, S's weights are frozen)."""
+    flops, seconds = 0, 0.0
+    for x in boxes:
+        x = x.to(device)
+        flops += 2 * conv_flops(segmenter.network, lambda x=x: segmenter(x))
+        x.requires_grad_(True)
+        sync(device)
+        t = time.perf_counter()
+        with autocast():
+            logits = segmenter(x)
+        logits.float().sum().backward()
+        sync(device)
+        seconds += time.perf_counter() - t
+    return {"s_alone_step_s": seconds / len(boxes), "s_gflops": flops / seconds / 1e9}
+
+
 def bench_generator(device: torch.device, steps: int) -> dict:
     """Generator training samples/s, before (``BEFORE``) vs the current defaults, on the same dataset and plan, with
     where a step's time goes: data (drawing the samples, cutting the boxes), forward passes of G, S and C, and the
@@ -352,32 +416,37 @@ def bench_generator(device: torch.device, steps: int) -> dict:
             g.collate = Timed(g.collate, device, total, "data")
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            voxels, t_all = 0, 0.0
+            boxes, t_all = [], 0.0
             for _ in range(n):
                 t = time.perf_counter()
                 samples = next(loader)
                 total["data"] = total.get("data", 0.0) + time.perf_counter() - t
                 g.step(samples)
                 t_all += time.perf_counter() - t
-                voxels += int(np.prod(collate(samples)["fake_image"].shape[2:]))
+                boxes.append(collate(samples)["fake_image"])
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
             key = f"{name}{' amp' if amp else ''}"
             parts = {k: v / n for k, v in total.items()}
             step_s = t_all / n
             parts["backward + optimizers"] = step_s - sum(parts.values())
+            alone = s_alone(g.setup.segmenter._fn, boxes, device, g.autocast)
             out[key] = {
                 "samples_per_s": args.batch_size / step_s,
                 "step_s": step_s,
                 "batch_size": args.batch_size,
-                "mean_box_voxels": voxels / n,
+                "mean_box_voxels": float(np.mean([np.prod(b.shape[2:]) for b in boxes])),
                 "peak_gib": peak,
                 "parts_s": parts,
+                **alone,
+                "s_bound_samples_per_s": args.batch_size / alone["s_alone_step_s"],
             }
     return out
 
 
-def generator_table(gen: dict) -> list[str]:
-    """The generator-training table: before vs the defaults, samples/s and where a step's time goes."""
+def generator_table(gen: dict, matmul: float) -> list[str]:
+    """The generator-training table: before vs the defaults, samples/s and where a step's time goes; then what the
+    frozen S alone costs on the same boxes, the bound it sets on samples/s, and how close S runs to the device's
+    fp32 matrix-product speed."""
     before = gen["before"]["samples_per_s"]
     part_names = list(gen["defaults"]["parts_s"])
     lines = [
@@ -399,6 +468,24 @@ def generator_table(gen: dict) -> list[str]:
             f"({v['batch_size']}) | {v['mean_box_voxels']:.0f} | "
             + " | ".join(f"{v['parts_s'].get(p, 0.0):.2f}" for p in part_names)
             + f" | {v['peak_gib']:.2f} |"
+        )
+    lines += [
+        "",
+        "What S alone costs: the frozen S's forward + backward to its input (L_seg's share of a step, nothing else) "
+        "on the same steps' boxes, timed apart. Were G, C, the data and the optimizers free, a step could not be "
+        "faster than that: the bound on samples/s. S's speed is its convolutions' FLOPs (the backward counted as "
+        f"one more forward: input gradients only) per second, beside an fp32 matrix product on the same device "
+        f"({matmul:.0f} GFLOP/s).",
+        "",
+        "| generator training | S forward + backward alone [s / step] | share of the step | bound: samples/s "
+        "(ratio vs before) | S [GFLOP/s] (share of the matrix product's) |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in gen.items():
+        lines.append(
+            f"| {k} | {v['s_alone_step_s']:.2f} | {v['s_alone_step_s'] / v['step_s']:.0%} | "
+            f"{v['s_bound_samples_per_s']:.2f} ({v['s_bound_samples_per_s'] / before:.1f}) | "
+            f"{v['s_gflops']:.0f} ({v['s_gflops'] / matmul:.0%}) |"
         )
     return lines
 
@@ -460,10 +547,15 @@ def main() -> None:
         f"cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
     ]
     gen = bench_generator(device, steps)
-    lines += generator_table(gen)
+    matmul = matmul_gflops(device)
+    lines += generator_table(gen, matmul)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    print(json.dumps({"train_step": steps_res, "da": da, "gate": gate, "generator": gen}, indent=1))
+    print(
+        json.dumps(
+            {"train_step": steps_res, "da": da, "gate": gate, "generator": gen, "matmul_gflops": matmul}, indent=1
+        )
+    )
     if a.results:
         from benchmarks.common import write_section
 

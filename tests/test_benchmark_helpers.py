@@ -289,3 +289,17 @@ def test_numbers_judged_by_s_are_reused_only_for_that_s(tmp_path):
     assert cached_for_segmenter(cache, s, compute, {"margins_mm": [8, 24]}) == {"synthetic_accept": 1.5}
     assert cached_for_segmenter(cache, s, compute, {"margins_mm": [12, 24]}) == {"synthetic_accept": 2.0}
     assert len(calls) == 4
+
+
+def test_conv_flops_counts_multiplies_and_adds_of_convolutions_and_transposed_convolutions():
+    import torch
+
+    from benchmarks.speed import conv_flops
+
+    conv = torch.nn.Conv3d(2, 3, 3, padding=1)  # 4^3 outputs x 3 channels, each 2 x 27 products
+    up = torch.nn.ConvTranspose3d(3, 5, 2, stride=2)  # 4^3 inputs x 3 channels, each spread over 5 x 8 outputs
+    net = torch.nn.Sequential(conv, torch.nn.ReLU(), up)
+    x = torch.zeros(1, 2, 4, 4, 4)
+    assert conv_flops(net, lambda: net(x)) == 2 * (64 * 3 * 2 * 27 + 64 * 3 * 5 * 8)
+    assert conv_flops(net, lambda: net(torch.zeros(2, 2, 4, 4, 4))) == 2 * conv_flops(net, lambda: net(x))
+    assert not net[0]._forward_hooks  # the counters are removed
