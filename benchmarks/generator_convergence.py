@@ -1,6 +1,6 @@
 """Does the generator learn? Its realism over training steps, per lesion appearance and seed, on a CPU budget.
 
-    python -m benchmarks.generator_convergence [--preset cpu|quick] [--lesions A [A ...]] [--seeds N]
+    python -m benchmarks.generator_convergence [--preset cpu|quick] [--lesions A [A ...]] [--seeds N] [--s_epochs N]
                                                [--workdir DIR] [--results RESULTS.md] [--device cpu|cuda]
 
 For every lesion appearance of the demo phantom (`freetumor_make_demo_dataset --lesions`: hypodense, hyperdense,
@@ -25,7 +25,8 @@ Then the section "## Generator convergence (<preset>)" of RESULTS.md: per appear
 monitor point within the time budget next to the targets (contrast sign and within +-25 % of the real lesions'
 median; S accepts >= 50 % of synthetic tumors; FD inside the band), and a plot of the curves
 (generator_convergence_<preset>.png); a run on fewer appearances (--lesions) writes a section (and plot) of its own,
-"## Generator convergence (<preset>, <appearances>)".
+"## Generator convergence (<preset>, <appearances>)"; so does a run with another S (--s_epochs N, in its own --workdir):
+"## Generator convergence (<preset>[, <appearances>], S <N> epochs)".
 """
 
 from __future__ import annotations
@@ -249,16 +250,19 @@ def _yes(v: bool) -> str:
     return "yes" if v else "no"
 
 
-def section_name(preset: str, lesions: list[str]) -> str:
+def section_name(preset: str, lesions: list[str], s_epochs: int | None = None) -> str:
     """RESULTS.md's section (and the plot's file stem) of a run: one per preset for all appearances; a run on fewer
-    appearances writes a section of its own instead of replacing the full one."""
+    appearances, or with S trained for another number of epochs, writes a section of its own instead of replacing
+    the full one."""
     subset = list(lesions) != list(APPEARANCES)
-    return f"Generator convergence ({preset}{', ' + ', '.join(lesions) if subset else ''})"
+    other_s = f", S {s_epochs} epochs" if s_epochs else ""
+    return f"Generator convergence ({preset}{', ' + ', '.join(lesions) if subset else ''}{other_s})"
 
 
-def plot_name(preset: str, lesions: list[str]) -> str:
+def plot_name(preset: str, lesions: list[str], s_epochs: int | None = None) -> str:
     subset = list(lesions) != list(APPEARANCES)
-    return f"generator_convergence_{preset}{'_' + '_'.join(lesions) if subset else ''}.png"
+    other_s = f"_s{s_epochs}" if s_epochs else ""
+    return f"generator_convergence_{preset}{'_' + '_'.join(lesions) if subset else ''}{other_s}.png"
 
 
 def report(
@@ -518,6 +522,13 @@ def main() -> None:
         help="also train these variants (one setting changed; " + ", ".join(VARIANTS) + ") on seed 0 of APPEARANCE "
         "[the first of --lesions], e.g. --variants paper random hyperdense:cls",
     )
+    ap.add_argument(
+        "--s_epochs",
+        type=int,
+        default=None,
+        help="train S for this many epochs instead of the preset's (a stronger or weaker S: needs its own --workdir; "
+        "writes a section and plot of its own)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workdir", default=None, help="[benchmarks/work_convergence_<preset>]")
     ap.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -534,6 +545,12 @@ def main() -> None:
         flags += f" --seeds {a.seeds}"
     if list(a.lesions) != list(APPEARANCES):
         flags += " --lesions " + " ".join(a.lesions)
+    if a.s_epochs is not None and a.s_epochs < 1:
+        ap.error(f"--s_epochs {a.s_epochs}: S needs at least one epoch")
+    s_epochs = a.s_epochs if a.s_epochs != p["epochs"] else None
+    if s_epochs:
+        p["epochs"] = s_epochs
+        flags += f" --s_epochs {s_epochs}"
     work = Path(a.workdir or Path(__file__).with_name(f"work_convergence_{a.preset}")).resolve()
     claim_workdir(work, p, a.device)
     results: dict[str, dict] = {}
@@ -555,7 +572,7 @@ def main() -> None:
             variants[appearance][v] = {"history": history, "at_budget": within_budget(history, p["budget_min"])}
     compute = sum(json.loads(f.read_text()) for f in work.glob("*/compute_seconds.json"))
     results_md = Path(a.results)
-    png = results_md.with_name(plot_name(a.preset, a.lesions))
+    png = results_md.with_name(plot_name(a.preset, a.lesions, s_epochs))
     curves = {
         appearance: {
             **{f"seed {s}": r for s, r in results[appearance].items()},
@@ -568,7 +585,7 @@ def main() -> None:
     else:  # --seeds 0 without variants: nothing trained, no curves
         png = None
     (work / "convergence.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-    title = section_name(a.preset, a.lesions)
+    title = section_name(a.preset, a.lesions, s_epochs)
     section = report(results, p, a.preset, a.device, png, compute / 3600, flags, title, unseen) + crops_table(crops)
     section += recipe_table(recipes, unseen)
     for appearance, runs in variants.items():

@@ -185,13 +185,16 @@ def test_variant_spec_reads_an_optional_appearance():
             variant_spec(bad)
 
 
-def test_a_convergence_run_on_fewer_appearances_writes_its_own_section_and_plot():
+def test_a_convergence_run_on_fewer_appearances_or_with_another_s_writes_its_own_section_and_plot():
     from benchmarks.generator_convergence import APPEARANCES, plot_name, section_name
 
     assert section_name("cpu", list(APPEARANCES)) == "Generator convergence (cpu)"
     assert plot_name("cpu", list(APPEARANCES)) == "generator_convergence_cpu.png"
     assert section_name("cpu", ["heterogeneous"]) == "Generator convergence (cpu, heterogeneous)"
     assert plot_name("cpu", ["hypodense", "heterogeneous"]) == "generator_convergence_cpu_hypodense_heterogeneous.png"
+    # another S writes beside the preset's S, not over it
+    assert section_name("cpu", ["hyperdense"], 160) == "Generator convergence (cpu, hyperdense, S 160 epochs)"
+    assert plot_name("cpu", ["hyperdense"], 160) == "generator_convergence_cpu_hyperdense_s160.png"
 
 
 def test_the_phantom_recipe_on_a_mask_replaces_the_organ_or_adds_to_it_and_paints_a_core_only_when_asked():
