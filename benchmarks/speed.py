@@ -15,6 +15,7 @@ irrelevant for timing) and prints:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -146,10 +147,17 @@ class Timer:
         setattr(obj, name, timed)
 
 
-def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID):
+def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID, seed: int = 0):
+    """A trainer ready to step, its data loader seeded (no DA workers): every trainer, and every run, draws the same
+    batches, so step times differ by what the trainers do, not by what they were given."""
+    import random
+
     from nnunetv2.run.run_training import get_trainer_from_args
 
     os.environ["nnUNet_n_proc_DA"] = "0"
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     tr = get_trainer_from_args(str(dataset_id), "3d_fullres", 0, name, "nnUNetPlans", device=device)
     tr.disable_checkpointing = True
     tr.on_train_start()
@@ -158,9 +166,9 @@ def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID):
 
 
 def bench_train_step(device: torch.device, steps: int) -> dict:
-    """Same pre-drawn batches for every trainer of a kind (candidates everywhere: p_synthesis = 1). The trainers take
-    turns, one step each per round, so a machine that speeds up or slows down during the run (a shared VM) weighs on
-    all of them alike."""
+    """Same pre-drawn batches for every trainer (seeded, ``make_trainer``; candidates everywhere: p_synthesis = 1).
+    The trainers take turns, one step each per round, each round starting with the next trainer, so a machine that
+    speeds up or slows down during the run (a shared VM) and a trainer's place in the round weigh on all alike."""
     trainers, batches, timers, seconds = {}, {}, {}, {}
     for name in TRAINERS:
         tr = trainers[name] = make_trainer(name, device)
@@ -174,7 +182,8 @@ def bench_train_step(device: torch.device, steps: int) -> dict:
         timer.total.clear()
         seconds[name] = 0.0
     for i in range(1, steps + 1):
-        for name, tr in trainers.items():
+        for name in TRAINERS[i % len(TRAINERS) :] + TRAINERS[: i % len(TRAINERS)]:
+            tr = trainers[name]
             sync(device)
             t = time.perf_counter()
             tr.train_step(batches[name][i])
@@ -184,8 +193,10 @@ def bench_train_step(device: torch.device, steps: int) -> dict:
         name: {"step_s": seconds[name] / steps, **{k: v / steps for k, v in timers[name].total.items()}}
         for name in TRAINERS
     }
-    for tr in trainers.values():
-        tr.on_train_end = lambda: None
+    del trainers, batches, timers  # five trainers' networks and batches: free them before the next benchmark
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
@@ -335,8 +346,12 @@ class Timed:
         return getattr(self._fn, name)
 
 
+CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+TRANSPOSED = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+
+
 def conv_flops(network: torch.nn.Module, forward) -> int:
-    """Floating-point operations (multiply and add counted apart) of ``network``'s 3-D convolutions and transposed
+    """Floating-point operations (multiply and add counted apart) of ``network``'s convolutions and transposed
     convolutions while ``forward()`` runs (the rest of a U-Net, norms and nonlinearities, is a few percent)."""
     total = [0]
 
@@ -344,14 +359,10 @@ def conv_flops(network: torch.nn.Module, forward) -> int:
         k = m.weight.shape  # conv: (out, in/groups, *kernel); transposed: (in, out/groups, *kernel)
         # a convolution's output voxel gathers in/groups x kernel products; a transposed one's input voxel spreads
         # over out/groups x kernel
-        voxels = output.numel() if isinstance(m, torch.nn.Conv3d) else inputs[0].numel()
+        voxels = output.numel() if isinstance(m, CONVOLUTIONS) else inputs[0].numel()
         total[0] += 2 * voxels * int(np.prod(k[1:]))
 
-    hooks = [
-        m.register_forward_hook(count)
-        for m in network.modules()
-        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))
-    ]
+    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, CONVOLUTIONS + TRANSPOSED)]
     try:
         with torch.no_grad():
             forward()
@@ -373,23 +384,33 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def s_alone(segmenter, boxes: list[torch.Tensor], device: torch.device, autocast) -> dict:
+def s_alone(segmenter, boxes: list[torch.Tensor], to, device: torch.device, autocast) -> dict:
     """The frozen S's forward + backward to its input (what L_seg costs, nothing else) on the boxes of the timed
-    steps: seconds per step and GFLOP/s (S's convolution FLOPs, the backward counted as one more forward: it
-    computes input gradients only, S's weights are frozen)."""
-    flops, seconds = 0, 0.0
-    for x in boxes:
-        x = x.to(device)
-        flops += 2 * conv_flops(segmenter.network, lambda x=x: segmenter(x))
+    steps, moved to the device as training moves them (``to``): seconds per step and GFLOP/s (S's convolution FLOPs,
+    the backward counted as one more forward: it computes input gradients only, S's weights are frozen; the time also
+    holds the norms and nonlinearities, so this errs low), and an fp32 matrix product timed right after, the same
+    moment's reference."""
+    flops, forward, backward = 0, 0.0, 0.0
+    for box in boxes:
+        x = to(box).detach()
+        flops += 2 * conv_flops(segmenter.network, lambda x=x: segmenter(x))  # untimed; also a warm-up
         x.requires_grad_(True)
         sync(device)
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         with autocast():
             logits = segmenter(x)
+        sync(device)
+        t1 = time.perf_counter()
         logits.float().sum().backward()
         sync(device)
-        seconds += time.perf_counter() - t
-    return {"s_alone_step_s": seconds / len(boxes), "s_gflops": flops / seconds / 1e9}
+        forward, backward = forward + t1 - t0, backward + time.perf_counter() - t1
+    return {
+        "s_alone_step_s": (forward + backward) / len(boxes),
+        "s_alone_forward_s": forward / len(boxes),
+        "s_alone_backward_s": backward / len(boxes),
+        "s_gflops": flops / (forward + backward) / 1e9,
+        "matmul_gflops": matmul_gflops(device),
+    }
 
 
 def bench_generator(device: torch.device, steps: int) -> dict:
@@ -429,7 +450,7 @@ def bench_generator(device: torch.device, steps: int) -> dict:
             parts = {k: v / n for k, v in total.items()}
             step_s = t_all / n
             parts["backward + optimizers"] = step_s - sum(parts.values())
-            alone = s_alone(g.setup.segmenter._fn, boxes, device, g.autocast)
+            alone = s_alone(g.setup.segmenter._fn, boxes, g._to, device, g.autocast)
             out[key] = {
                 "samples_per_s": args.batch_size / step_s,
                 "step_s": step_s,
@@ -443,10 +464,10 @@ def bench_generator(device: torch.device, steps: int) -> dict:
     return out
 
 
-def generator_table(gen: dict, matmul: float) -> list[str]:
+def generator_table(gen: dict) -> list[str]:
     """The generator-training table: before vs the defaults, samples/s and where a step's time goes; then what the
-    frozen S alone costs on the same boxes, the bound it sets on samples/s, and how close S runs to the device's
-    fp32 matrix-product speed."""
+    frozen S alone costs on the same boxes, the bound it sets on samples/s, and S's speed beside an fp32 matrix
+    product's."""
     before = gen["before"]["samples_per_s"]
     part_names = list(gen["defaults"]["parts_s"])
     lines = [
@@ -473,19 +494,21 @@ def generator_table(gen: dict, matmul: float) -> list[str]:
         "",
         "What S alone costs: the frozen S's forward + backward to its input (L_seg's share of a step, nothing else) "
         "on the same steps' boxes, timed apart. Were G, C, the data and the optimizers free, a step could not be "
-        "faster than that: the bound on samples/s. S's speed is its convolutions' FLOPs (the backward counted as "
-        f"one more forward: input gradients only) per second, beside an fp32 matrix product on the same device "
-        f"({matmul:.0f} GFLOP/s).",
+        "faster than that: the bound on samples/s (for this dataset's boxes). S's speed is its convolutions' FLOPs "
+        "(the backward counted as one more forward: input gradients only) per second, beside an fp32 matrix product "
+        "(2048 x 2048) timed right after on the same device (rows with AMP compare half-precision convolutions with "
+        "it).",
         "",
-        "| generator training | S forward + backward alone [s / step] | share of the step | bound: samples/s "
-        "(ratio vs before) | S [GFLOP/s] (share of the matrix product's) |",
-        "|---|---|---|---|---|",
+        "| generator training | S forward + backward alone [s / step] | of which backward [s] | share of the step | "
+        "bound: samples/s (ratio vs before) | S [GFLOP/s] | matrix product [GFLOP/s] | S / matrix product |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, v in gen.items():
         lines.append(
-            f"| {k} | {v['s_alone_step_s']:.2f} | {v['s_alone_step_s'] / v['step_s']:.0%} | "
+            f"| {k} | {v['s_alone_step_s']:.2f} | {v['s_alone_backward_s']:.2f} | "
+            f"{v['s_alone_step_s'] / v['step_s']:.0%} | "
             f"{v['s_bound_samples_per_s']:.2f} ({v['s_bound_samples_per_s'] / before:.1f}) | "
-            f"{v['s_gflops']:.0f} ({v['s_gflops'] / matmul:.0%}) |"
+            f"{v['s_gflops']:.0f} | {v['matmul_gflops']:.0f} | {v['s_gflops'] / v['matmul_gflops']:.0%} |"
         )
     return lines
 
@@ -547,15 +570,10 @@ def main() -> None:
         f"cost ratio crop/full {gate['cost_ratio_crop_vs_full']:.2f}.",
     ]
     gen = bench_generator(device, steps)
-    matmul = matmul_gflops(device)
-    lines += generator_table(gen, matmul)
+    lines += generator_table(gen)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    print(
-        json.dumps(
-            {"train_step": steps_res, "da": da, "gate": gate, "generator": gen, "matmul_gflops": matmul}, indent=1
-        )
-    )
+    print(json.dumps({"train_step": steps_res, "da": da, "gate": gate, "generator": gen}, indent=1))
     if a.results:
         from benchmarks.common import write_section
 

@@ -306,3 +306,9 @@ def test_conv_flops_counts_multiplies_and_adds_of_convolutions_and_transposed_co
     assert conv_flops(net, lambda: net(x)) == 2 * (64 * 3 * 2 * 27 + 64 * 3 * 5 * 8)
     assert conv_flops(net, lambda: net(torch.zeros(2, 2, 4, 4, 4))) == 2 * conv_flops(net, lambda: net(x))
     assert not net[0]._forward_hooks  # the counters are removed
+    # groups of 2: a conv output sees 2 of the 4 input channels, a transposed conv input feeds 2 of the 4 outputs
+    grouped = torch.nn.Sequential(
+        torch.nn.Conv3d(4, 6, 3, padding=1, groups=2), torch.nn.ConvTranspose3d(6, 4, 2, 2, groups=2)
+    )
+    x = torch.zeros(1, 4, 4, 4, 4)
+    assert conv_flops(grouped, lambda: grouped(x)) == 2 * (64 * 6 * 2 * 27 + 64 * 6 * 2 * 8)
