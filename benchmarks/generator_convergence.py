@@ -508,6 +508,23 @@ def appearance_runs(c: Comparison, p: dict, appearance: str) -> tuple[dict, dict
     return seeds, crops, recipes, unseen
 
 
+def run_parameters(a: argparse.Namespace) -> tuple[dict, str, int | None]:
+    """The preset with the command line's changes, those changes as flags (for RESULTS.md's command) and S's epochs
+    where they differ from the preset's (None otherwise)."""
+    p = dict(PRESETS[a.preset])
+    flags = ""
+    if a.seeds is not None:
+        p["seeds"] = a.seeds
+        flags += f" --seeds {a.seeds}"
+    if list(a.lesions) != list(APPEARANCES):
+        flags += " --lesions " + " ".join(a.lesions)
+    s_epochs = a.s_epochs if a.s_epochs != p["epochs"] else None
+    if s_epochs:
+        p["epochs"] = s_epochs
+        flags += f" --s_epochs {s_epochs}"
+    return p, flags, s_epochs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
@@ -538,19 +555,9 @@ def main() -> None:
         runs_of_variants.setdefault(appearance or a.lesions[0], []).append(v)
     if set(runs_of_variants) - set(a.lesions):
         ap.error(f"--variants on {' '.join(sorted(set(runs_of_variants) - set(a.lesions)))}: not among --lesions")
-    p = dict(PRESETS[a.preset])
-    flags = ""
-    if a.seeds is not None:
-        p["seeds"] = a.seeds
-        flags += f" --seeds {a.seeds}"
-    if list(a.lesions) != list(APPEARANCES):
-        flags += " --lesions " + " ".join(a.lesions)
     if a.s_epochs is not None and a.s_epochs < 1:
         ap.error(f"--s_epochs {a.s_epochs}: S needs at least one epoch")
-    s_epochs = a.s_epochs if a.s_epochs != p["epochs"] else None
-    if s_epochs:
-        p["epochs"] = s_epochs
-        flags += f" --s_epochs {s_epochs}"
+    p, flags, s_epochs = run_parameters(a)
     work = Path(a.workdir or Path(__file__).with_name(f"work_convergence_{a.preset}")).resolve()
     claim_workdir(work, p, a.device)
     results: dict[str, dict] = {}

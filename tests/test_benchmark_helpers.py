@@ -197,6 +197,19 @@ def test_a_convergence_run_on_fewer_appearances_or_with_another_s_writes_its_own
     assert plot_name("cpu", ["hyperdense"], 160) == "generator_convergence_cpu_hyperdense_s160.png"
 
 
+def test_another_s_changes_the_run_s_schedule_and_its_command_but_not_the_preset():
+    from argparse import Namespace
+
+    from benchmarks.generator_convergence import APPEARANCES, PRESETS, run_parameters
+
+    a = Namespace(preset="cpu", seeds=None, lesions=list(APPEARANCES), s_epochs=PRESETS["cpu"]["epochs"])
+    assert run_parameters(a) == (PRESETS["cpu"], "", None)  # the preset's own S: the preset's section
+    p, flags, s_epochs = run_parameters(Namespace(preset="cpu", seeds=1, lesions=["hyperdense"], s_epochs=160))
+    assert (p["epochs"], p["seeds"], s_epochs) == (160, 1, 160)
+    assert flags == " --seeds 1 --lesions hyperdense --s_epochs 160"
+    assert PRESETS["cpu"]["epochs"] == 80
+
+
 def test_the_phantom_recipe_on_a_mask_replaces_the_organ_or_adds_to_it_and_paints_a_core_only_when_asked():
     from benchmarks.monitor import paint_phantom_lesion
 
