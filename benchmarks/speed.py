@@ -148,8 +148,9 @@ class Timer:
 
 
 def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID, seed: int = 0):
-    """A trainer ready to step, its data loader seeded (no DA workers): every trainer, and every run, draws the same
-    batches, so step times differ by what the trainers do, not by what they were given."""
+    """A trainer ready to step, its data loader seeded (no DA workers): a trainer draws the same batches in every run,
+    so two runs' step times differ by the machine, not by what the trainers were given. (Different trainers still
+    draw different cases: the plugin trainers use the random stream while they initialize.)"""
     import random
 
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -166,7 +167,8 @@ def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID, 
 
 
 def bench_train_step(device: torch.device, steps: int) -> dict:
-    """Same pre-drawn batches for every trainer (seeded, ``make_trainer``; candidates everywhere: p_synthesis = 1).
+    """Pre-drawn batches, the same for a trainer in every run (seeded, ``make_trainer``; candidates everywhere:
+    p_synthesis = 1).
     The trainers take turns, one step each per round, each round starting with the next trainer, so a machine that
     speeds up or slows down during the run (a shared VM) and a trainer's place in the round weigh on all alike."""
     trainers, batches, timers, seconds = {}, {}, {}, {}
