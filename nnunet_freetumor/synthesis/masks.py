@@ -8,6 +8,7 @@ any plan.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -69,13 +70,29 @@ def deformed_ellipsoid(
     grid = np.meshgrid(*coords, indexing="ij")
     if deform_mm > 0:
         control = rng.normal(0.0, deform_mm, size=(3, 4, 4, 4))
-        disp = [zoom(c, np.array(shape) / 4.0, order=3, mode="nearest", grid_mode=True) for c in control]
-        disp = [d[tuple(slice(0, n) for n in shape)] for d in disp]
-        grid = [g + d for g, d in zip(grid, disp)]
+        grid = [g + upsample_control(c, shape) for g, c in zip(grid, control)]
     dist = sum((g / r) ** 2 for g, r in zip(grid, radii))
     out = dist <= 1.0
     out[tuple(half)] = True  # the centre voxel always belongs to the tumor
     return out
+
+
+@lru_cache(maxsize=512)
+def _spline_weights(n: int) -> np.ndarray:
+    """(n, 4): row i weighs the 4 control values at output voxel i of ``scipy.ndimage.zoom(control, n / 4, order=3,
+    mode="nearest", grid_mode=True)`` along one axis (zoom is linear: its columns are the zooms of the unit vectors)."""
+    w = np.stack([zoom(e, n / 4.0, order=3, mode="nearest", grid_mode=True) for e in np.eye(4)], axis=1)
+    w.setflags(write=False)
+    return w
+
+
+def upsample_control(control: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A (4, 4, 4) control grid cubic-spline upsampled to ``shape``: equal to ``scipy.ndimage.zoom(control,
+    shape / 4, order=3, mode="nearest", grid_mode=True)`` (to ~1e-14), axis by axis: a tensor-product spline's filter
+    and interpolation both separate, so three small (n, 4) weight matrices replace zoom's 64 weights per voxel
+    (~70x faster; zoom was ~90 % of a DA worker's mask drawing)."""
+    w0, w1, w2 = (_spline_weights(int(n)) for n in shape)
+    return np.einsum("ai,bj,ck,ijk->abc", w0, w1, w2, control, optimize=True)
 
 
 def paste(mask_shape: Sequence[int], shape_mask: np.ndarray, centre: Sequence[int]) -> np.ndarray:

@@ -127,3 +127,17 @@ def test_relative_depth_runs_as_many_erosions_as_the_deepest_tumor_needs_on_odd_
     assert torch.equal(relative_depth(soft), expected)
     slab = relative_depth(soft[1:2])[0, 0]  # 7 slices thick in z: depth 4 at its middle slice, exactly (n + 1) // 2
     assert slab[4, 10, 7] == 1.0 and slab[1, 10, 7] == 0.25 and slab[3, 10, 7] == 0.75
+
+
+def test_control_grid_upsampling_equals_scipy_zoom_cubic_spline():
+    from scipy.ndimage import zoom
+
+    from nnunet_freetumor.synthesis.masks import upsample_control
+
+    rng = np.random.default_rng(3)
+    for shape in [(5, 9, 13), (3, 4, 5), (41, 41, 25), (7, 60, 8)]:
+        control = rng.normal(0.0, 2.0, size=(4, 4, 4))
+        ref = zoom(control, np.array(shape) / 4.0, order=3, mode="nearest", grid_mode=True)
+        out = upsample_control(control, shape)
+        assert out.shape == ref.shape == shape
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-10)
