@@ -127,24 +127,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class Timed:
+    """Calls of a callable (and attribute access) passed through, their synchronised wall time added to ``total``."""
+
+    def __init__(self, fn, device: torch.device, total: dict, key: str):
+        self._fn, self._device, self._total, self._key = fn, device, total, key
+
+    def __call__(self, *a, **kw):
+        sync(self._device)
+        t = time.perf_counter()
+        out = self._fn(*a, **kw)
+        sync(self._device)
+        self._total[self._key] = self._total.get(self._key, 0.0) + time.perf_counter() - t
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
+
+
 class Timer:
-    """Accumulates synchronised wall time of wrapped methods."""
+    """Accumulates synchronised wall time of wrapped methods (``Timed`` set in their place)."""
 
     def __init__(self, device: torch.device):
         self.device, self.total = device, {}
 
     def wrap(self, obj, name: str, key: str) -> None:
-        fn = getattr(obj, name)
-
-        def timed(*a, **kw):
-            sync(self.device)
-            t = time.perf_counter()
-            out = fn(*a, **kw)
-            sync(self.device)
-            self.total[key] = self.total.get(key, 0.0) + time.perf_counter() - t
-            return out
-
-        setattr(obj, name, timed)
+        setattr(obj, name, Timed(getattr(obj, name), self.device, self.total, key))
 
 
 def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID, seed: int = 0):
@@ -203,7 +211,8 @@ def bench_train_step(device: torch.device, steps: int) -> dict:
 
 
 def bench_da_workers(samples: int) -> dict:
-    """Per-sample cost of the training transforms: vanilla vs with the synthesis transform (mask / handcrafted)."""
+    """Per-sample cost of the training transforms: vanilla vs with the synthesis transform (mask / handcrafted), each
+    pipeline warmed up with one untimed sample, then all three taking turns on the same crops."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunet_freetumor.training.transform import TumorSynthesisTransform, insert_after_spatial
@@ -221,9 +230,9 @@ def bench_da_workers(samples: int) -> dict:
     args = tr.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     ds = tr._get_deep_supervision_scales()
     patch = tr.configuration_manager.patch_size
-    results = {}
-    for mode in ("vanilla", "mask", "handcrafted"):
-        pipe = nnUNetTrainer.get_training_transforms(patch, args[0], ds, args[3], args[1])
+    modes, pipes = ("vanilla", "mask", "handcrafted"), {}
+    for mode in modes:
+        pipe = pipes[mode] = nnUNetTrainer.get_training_transforms(patch, args[0], ds, args[3], args[1])
         if mode != "vanilla":
             insert_after_spatial(
                 pipe.transforms,
@@ -231,14 +240,20 @@ def bench_da_workers(samples: int) -> dict:
                     tr.freetumor_config, tr.configuration_manager.spacing, mode == "handcrafted", tr.normalizations
                 ),
             )
-        np.random.seed(0)
-        torch.manual_seed(0)
-        t = time.perf_counter()
-        for i in range(samples):
-            img, seg = crops[i % len(crops)]
-            pipe(image=img.clone(), segmentation=seg.clone())
-        results[mode] = (time.perf_counter() - t) / samples
-    return results
+        pipe(image=crops[0][0].clone(), segmentation=crops[0][1].clone())  # warm-up, untimed
+    # the pipelines take turns, sample by sample, each round starting with the next one (as the trainers do in
+    # bench_train_step): the first pipeline timed no longer pays the process's warm-up alone; each sample's random
+    # stream is seeded alike for all three, so their spatial transforms (the costly part) draw the same
+    seconds = dict.fromkeys(modes, 0.0)
+    for i in range(samples):
+        img, seg = crops[i % len(crops)]
+        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+            np.random.seed(i)
+            torch.manual_seed(i)
+            t = time.perf_counter()
+            pipes[mode](image=img.clone(), segmentation=seg.clone())
+            seconds[mode] += time.perf_counter() - t
+    return {mode: seconds[mode] / samples for mode in modes}
 
 
 def bench_gate(
@@ -328,24 +343,6 @@ BEFORE = dict(
     batch_size=2,
     lr=1e-4,
 )
-
-
-class Timed:
-    """Calls of a callable (and attribute access) passed through, their synchronised wall time added to ``total``."""
-
-    def __init__(self, fn, device: torch.device, total: dict, key: str):
-        self._fn, self._device, self._total, self._key = fn, device, total, key
-
-    def __call__(self, *a, **kw):
-        sync(self._device)
-        t = time.perf_counter()
-        out = self._fn(*a, **kw)
-        sync(self._device)
-        self._total[self._key] = self._total.get(self._key, 0.0) + time.perf_counter() - t
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._fn, name)
 
 
 CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)

@@ -325,3 +325,27 @@ def test_conv_flops_counts_multiplies_and_adds_of_convolutions_and_transposed_co
     )
     x = torch.zeros(1, 4, 4, 4, 4)
     assert conv_flops(grouped, lambda: grouped(x)) == 2 * (64 * 6 * 2 * 27 + 64 * 6 * 2 * 8)
+
+
+def test_timer_adds_each_wrapped_call_and_passes_results_and_attributes_through():
+    import time
+
+    import torch
+
+    from benchmarks.speed import Timer
+
+    class Part:
+        scale = 3
+
+        def run(self, x, pause=0.0):
+            time.sleep(pause)
+            return x * self.scale
+
+    part, timer = Part(), Timer(torch.device("cpu"))
+    timer.wrap(part, "run", "part")
+    assert part.run(2, pause=0.02) == 6 and part.run(1) == 3
+    assert 0.02 <= timer.total["part"] < 1.0
+    assert part.run.__self__ is part  # attributes of the wrapped method still reach it
+    timer.wrap(part, "run", "again")  # a second key counts apart from the first
+    part.run(1, pause=0.01)
+    assert timer.total["again"] >= 0.01 and set(timer.total) == {"part", "again"}
