@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,13 @@ class Timer:
         setattr(obj, name, Timed(getattr(obj, name), self.device, self.total, key))
 
 
+def in_turn(items: Sequence, i: int) -> list:
+    """Round ``i``'s order: ``items`` rotated to start with item ``i mod len``, so that every item is timed first
+    equally often (a machine that speeds up or slows down during the run weighs on all alike)."""
+    k = i % len(items)
+    return list(items[k:]) + list(items[:k])
+
+
 def make_trainer(name: str, device: torch.device, dataset_id: int = DATASET_ID, seed: int = 0):
     """A trainer ready to step, its data loader seeded (no DA workers): a trainer draws the same batches in every run,
     so two runs' step times differ by the machine, not by what the trainers were given. (Different trainers still
@@ -192,7 +200,7 @@ def bench_train_step(device: torch.device, steps: int) -> dict:
         timer.total.clear()
         seconds[name] = 0.0
     for i in range(1, steps + 1):
-        for name in TRAINERS[i % len(TRAINERS) :] + TRAINERS[: i % len(TRAINERS)]:
+        for name in in_turn(TRAINERS, i):
             tr = trainers[name]
             sync(device)
             t = time.perf_counter()
@@ -241,13 +249,13 @@ def bench_da_workers(samples: int) -> dict:
                 ),
             )
         pipe(image=crops[0][0].clone(), segmentation=crops[0][1].clone())  # warm-up, untimed
-    # the pipelines take turns, sample by sample, each round starting with the next one (as the trainers do in
-    # bench_train_step): the first pipeline timed no longer pays the process's warm-up alone; each sample's random
-    # stream is seeded alike for all three, so their spatial transforms (the costly part) draw the same
+    # the pipelines take turns, sample by sample (in_turn, as the trainers do in bench_train_step): the first pipeline
+    # timed no longer pays the process's warm-up alone; each sample's random stream is seeded alike for all three, so
+    # their spatial transforms (the costly part) draw the same
     seconds = dict.fromkeys(modes, 0.0)
     for i in range(samples):
         img, seg = crops[i % len(crops)]
-        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+        for mode in in_turn(modes, i):
             np.random.seed(i)
             torch.manual_seed(i)
             t = time.perf_counter()

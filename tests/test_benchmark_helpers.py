@@ -349,3 +349,16 @@ def test_timer_adds_each_wrapped_call_and_passes_results_and_attributes_through(
     timer.wrap(part, "run", "again")  # a second key counts apart from the first
     part.run(1, pause=0.01)
     assert timer.total["again"] >= 0.01 and set(timer.total) == {"part", "again"}
+
+
+def test_in_turn_starts_each_round_with_the_next_item_and_keeps_them_all():
+    from benchmarks.speed import in_turn
+
+    items = ("a", "b", "c")
+    assert [in_turn(items, i) for i in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert in_turn(["x"], 5) == ["x"]
