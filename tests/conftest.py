@@ -27,8 +27,11 @@ ENOUGH_SAMPLES = {"nnUNet_freetumor_iters": "12"}
 
 
 def clean_env(dirs: dict[str, Path] | None = None, **extra: str) -> dict[str, str]:
-    """A user's shell: no nnU-Net/plugin variables but the ones given, this venv first on PATH, 2 CPU threads."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
+    """A user's shell: no nnU-Net/plugin variables but the ones given, this venv first on PATH, 2 CPU threads.
+
+    PYTHONPATH is dropped too: a developer's PYTHONPATH pointing at another checkout would put that checkout's package
+    in front of the installed one (the wheel test then looked its trainers up in the wrong folder)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet") and k != "PYTHONPATH"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({"nnUNet_def_n_proc": "2", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"})
     if dirs:
