@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import BIN, clean_env
 
 from nnunet_freetumor.evaluation.dataset import dataset_classes
 from nnunet_freetumor.evaluation.evaluate import evaluate_folder
 from nnunet_freetumor.evaluation.lesions import EvaluationError
 
-BIN = Path(sys.executable).parent
 LABELS = {"background": 0, "liver": 1, "liver tumor": 2}
 
 
@@ -90,9 +88,8 @@ def dataset(tmp_path_factory) -> tuple[Path, Path, Path]:
     return make_dataset(tmp_path_factory.mktemp("eval"))
 
 
-def cli(*args, **env_extra) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
-    env.update({"OMP_NUM_THREADS": "1", **env_extra})
+def cli(*args) -> subprocess.CompletedProcess:
+    env = clean_env(OMP_NUM_THREADS="1")
     return subprocess.run(
         [str(BIN / "freetumor_evaluate"), *map(str, args)], env=env, capture_output=True, text=True, timeout=120
     )
