@@ -66,9 +66,10 @@ PRESETS = {
         size_classes=PHANTOM_SIZE_CLASSES,
     ),
     # 2 CPU cores (measured): ~25 min per nnU-Net training in the 11.4 h run (3 seeds, all rows), so ~2 h per seed for
-    # the core rows with the generator; on a slower day of the same VM 85 s per epoch, ~4x that. 80 epochs: at 15 the
-    # baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic tumor. The
-    # generator: freetumor_train_generator's defaults for 450 steps (generator_convergence.py: about 30 min on 2 cores)
+    # the core rows with the generator; another day's VM 30 s per epoch (~3.4 h), a slow one 85 s (~4x). 80 epochs:
+    # at 15 the baseline (= the gate's S) had not yet learned the tumor class, so the gate rejected every synthetic
+    # tumor. The generator: freetumor_train_generator's defaults for 450 steps (generator_convergence.py: 15-30 min on
+    # 2 cores)
     "cpu-small": dict(
         shape=(24, 48, 48),
         n_train=24,
